@@ -1,0 +1,195 @@
+"""What a real world adds beyond physics: noise, bias, latency, sensor faults, weak motors.
+
+Each wrapper is one transformation, keeps its constructor arguments and draws its
+randomness from ``self.np_random`` (the env's generator, seeded by ``reset(seed=...)``).
+:func:`sim2real.make.make_target_env` composes them in one documented order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import gymnasium as gym
+import numpy as np
+
+
+class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Add Gaussian noise to every observation, plus a constant bias drawn once per episode.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = ObservationNoise(gym.make("InvertedPendulum-v5"), std=0.0, bias_std=1.0)
+        >>> obs, _ = env.reset(seed=0)
+        >>> bool(abs(env.bias).sum() > 0)
+        True
+    """
+
+    def __init__(self, env: gym.Env, std: float = 0.0, bias_std: float = 0.0):
+        gym.utils.RecordConstructorArgs.__init__(self, std=std, bias_std=bias_std)
+        gym.ObservationWrapper.__init__(self, env)
+        self.std = std
+        self.bias_std = bias_std
+        self.bias = np.zeros(env.observation_space.shape)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.bias = self.np_random.normal(0.0, self.bias_std, self.bias.shape) if self.bias_std else self.bias * 0
+        return self.observation(obs), info
+
+    def observation(self, observation):
+        noise = self.np_random.normal(0.0, self.std, observation.shape) if self.std else 0.0
+        return (observation + self.bias + noise).astype(observation.dtype)
+
+
+class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """Add Gaussian noise (in units of the action bound) to every action, then clip to the bounds.
+
+    Example:
+        >>> import gymnasium as gym, numpy as np
+        >>> env = ActionNoise(gym.make("InvertedPendulum-v5"), std=0.1)
+        >>> _ = env.reset(seed=0)
+        >>> bool(np.all(np.abs(env.action(np.array([3.0]))) <= 3.0))
+        True
+    """
+
+    def __init__(self, env: gym.Env, std: float):
+        gym.utils.RecordConstructorArgs.__init__(self, std=std)
+        gym.ActionWrapper.__init__(self, env)
+        self.std = std
+        self._scale = (env.action_space.high - env.action_space.low) / 2
+
+    def action(self, action):
+        noisy = action + self.np_random.normal(0.0, self.std, np.shape(action)) * self._scale
+        return np.clip(noisy, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+
+
+class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Apply each action ``k`` steps late; the first ``k`` steps of an episode apply a zero action.
+
+    ``delay`` is a fixed ``k`` or a ``(low, high)`` range drawn per episode.
+
+    Example:
+        >>> import gymnasium as gym, numpy as np
+        >>> env = ActionDelay(gym.make("InvertedPendulum-v5"), delay=2)
+        >>> _ = env.reset(seed=0)
+        >>> applied = [float(env.step(np.array([a], dtype=np.float32))[4]["applied_action"][0]) for a in (1, 2, 3)]
+        >>> applied
+        [0.0, 0.0, 1.0]
+    """
+
+    def __init__(self, env: gym.Env, delay: int | tuple[int, int]):
+        gym.utils.RecordConstructorArgs.__init__(self, delay=delay)
+        gym.Wrapper.__init__(self, env)
+        self.delay_range = (delay, delay) if isinstance(delay, int) else tuple(delay)
+        self.k = self.delay_range[0]
+        self._queue: deque = deque()
+        self._idle = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
+        self._idle = np.clip(self._idle, env.action_space.low, env.action_space.high)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        lo, hi = self.delay_range
+        self.k = int(self.np_random.integers(lo, hi + 1)) if hi > lo else lo
+        self._queue = deque([self._idle.copy() for _ in range(self.k)])
+        info["action_delay"] = self.k
+        return obs, info
+
+    def step(self, action):
+        self._queue.append(np.asarray(action, dtype=self.action_space.dtype))
+        applied = self._queue.popleft()
+        obs, reward, terminated, truncated, info = self.env.step(applied)
+        info["applied_action"] = applied
+        return obs, reward, terminated, truncated, info
+
+
+class ObservationDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Return the observation from ``k`` steps ago (the reset observation until then).
+
+    Example:
+        >>> import gymnasium as gym, numpy as np
+        >>> env = ObservationDelay(gym.make("InvertedPendulum-v5"), delay=1)
+        >>> first, _ = env.reset(seed=0)
+        >>> bool(np.array_equal(env.step(env.action_space.sample())[0], first))
+        True
+    """
+
+    def __init__(self, env: gym.Env, delay: int):
+        gym.utils.RecordConstructorArgs.__init__(self, delay=delay)
+        gym.Wrapper.__init__(self, env)
+        self.k = delay
+        self._queue: deque = deque()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._queue = deque([obs] * (self.k + 1), maxlen=self.k + 1)
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._queue.append(obs)
+        return self._queue[0], reward, terminated, truncated, info
+
+
+class SensorFaults(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Dropped and stuck sensors.
+
+    Each step, each observation entry reads 0 with probability ``drop_prob``. At
+    reset, each entry gets stuck for the whole episode with probability
+    ``stuck_prob`` (it keeps reading its first value).
+
+    Example:
+        >>> import gymnasium as gym, numpy as np
+        >>> env = SensorFaults(gym.make("InvertedPendulum-v5"), drop_prob=1.0)
+        >>> obs, _ = env.reset(seed=0)
+        >>> bool(np.all(obs == 0))
+        True
+    """
+
+    def __init__(self, env: gym.Env, drop_prob: float = 0.0, stuck_prob: float = 0.0):
+        gym.utils.RecordConstructorArgs.__init__(self, drop_prob=drop_prob, stuck_prob=stuck_prob)
+        gym.ObservationWrapper.__init__(self, env)
+        self.drop_prob = drop_prob
+        self.stuck_prob = stuck_prob
+        self.stuck = np.zeros(env.observation_space.shape, dtype=bool)
+        self._stuck_values = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.stuck = self.np_random.random(obs.shape) < self.stuck_prob
+        self._stuck_values = obs.copy()
+        info["stuck_sensors"] = np.flatnonzero(self.stuck).tolist()
+        return self.observation(obs), info
+
+    def observation(self, observation):
+        out = np.where(self.stuck, self._stuck_values, observation)
+        if self.drop_prob:
+            out = np.where(self.np_random.random(out.shape) < self.drop_prob, 0.0, out)
+        return out.astype(observation.dtype)
+
+
+class MotorLimits(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """A weaker, sloppier motor: saturation below the action bound and a dead zone around zero.
+
+    Both are fractions of the action bound: with ``saturation=0.8`` the motor never
+    exceeds 80% of its range; with ``dead_zone=0.05`` commands under 5% do nothing.
+
+    Example:
+        >>> import gymnasium as gym, numpy as np
+        >>> env = MotorLimits(gym.make("InvertedPendulum-v5"), saturation=0.5, dead_zone=0.1)
+        >>> env.action(np.array([3.0, 0.1, -3.0])).tolist()
+        [1.5, 0.0, -1.5]
+    """
+
+    def __init__(self, env: gym.Env, saturation: float = 1.0, dead_zone: float = 0.0):
+        gym.utils.RecordConstructorArgs.__init__(self, saturation=saturation, dead_zone=dead_zone)
+        gym.ActionWrapper.__init__(self, env)
+        self.saturation = saturation
+        self.dead_zone = dead_zone
+        self._bound = np.maximum(np.abs(env.action_space.low), np.abs(env.action_space.high))
+
+    def action(self, action):
+        action = np.asarray(action)
+        limit = self._bound * self.saturation
+        out = np.clip(action, -limit, limit)
+        out = np.where(np.abs(action) < self._bound * self.dead_zone, 0.0, out)
+        return out.astype(self.action_space.dtype)

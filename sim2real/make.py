@@ -1,0 +1,155 @@
+"""Building the worlds: ``make_sim_env`` (randomised sim), ``make_target_env`` (shifted world), registration.
+
+Wrapper order, innermost first (the order the action travels backwards, the
+observation forwards)::
+
+    Gymnasium MuJoCo env (with its TimeLimit)
+    -> physics: DomainRandomization (sim) or FixedPhysicsShift (target)
+    -> RandomPushes                      external forces on a body
+    -> task variant                      reward rewrite ("different task")
+    -> MotorLimits                       saturation / dead zone, closest to the motor
+    -> ActionNoise
+    -> SensorFaults                      dropped / stuck sensors, closest to the sensor
+    -> ObservationNoise                  noise + per-episode bias
+    -> ObservationDelay
+    -> ActionDelay                       latency between policy and motor
+
+Observation normalisation is not here: it lives at the VecEnv (``VecNormalize``).
+Every sim world is registered as ``sim2real/<Task>-DR-v0`` (and ``-Nominal-v0``),
+every target world as ``sim2real/<Task>-<world>-v0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from sim2real import effects
+from sim2real.randomization import DomainRandomization, FixedPhysicsShift, RandomPushes
+from sim2real.spec import SpecError, TaskSpec, available_tasks, load_spec
+from sim2real.tasks import apply_task_variant
+
+NAMESPACE = "sim2real"
+
+
+def _spec(task: str | TaskSpec) -> TaskSpec:
+    return task if isinstance(task, TaskSpec) else load_spec(task)
+
+
+def _base_env(spec: TaskSpec, render_mode: str | None = None, **env_kwargs: Any) -> gym.Env:
+    kwargs = {**spec.env_kwargs, **env_kwargs}
+    # Build the env without Gymnasium's checker wrappers: the outer gym.make (if any) adds its own.
+    return gym.make(
+        spec.env_id,
+        max_episode_steps=spec.max_episode_steps,
+        render_mode=render_mode,
+        disable_env_checker=True,
+        **kwargs,
+    )
+
+
+def _with_context(spec: TaskSpec, where: str, exc: SpecError) -> SpecError:
+    return SpecError(f"{spec.path}: {where}{exc}")
+
+
+def make_sim_env(
+    task: str | TaskSpec,
+    randomize: bool = True,
+    render_mode: str | None = None,
+    **env_kwargs: Any,
+) -> gym.Env:
+    """The task's sim world: the nominal MuJoCo env plus the spec's randomisation.
+
+    Args:
+        task: a task name (``"hopper"``), a spec path, or a loaded :class:`TaskSpec`.
+        randomize: ``False`` gives the nominal sim (the no-randomisation baseline).
+        render_mode: passed to Gymnasium.
+
+    Example:
+        >>> env = make_sim_env("inverted_pendulum")
+        >>> _, info = env.reset(seed=1)
+        >>> sorted(info["randomization"])[:2]
+        ['actuator_gear/slide', 'body_mass/cart']
+    """
+    spec = _spec(task)
+    env = _base_env(spec, render_mode, **env_kwargs)
+    if not randomize:
+        return env
+    r = spec.randomization
+    try:
+        env = DomainRandomization(env, list(r.params), when=r.when, interval_episodes=r.interval_episodes)
+        if r.pushes is not None:
+            env = RandomPushes(env, r.pushes)
+    except SpecError as exc:
+        raise _with_context(spec, "", exc) from None
+    return env
+
+
+def make_target_env(task: str | TaskSpec, world: str = "real", render_mode: str | None = None, **env_kwargs: Any) -> gym.Env:
+    """A target world of the task: a fixed physics shift, optional pushes, a task variant and real-world effects.
+
+    The shift is deterministic; the effects' noise comes from the env's generator,
+    so ``reset(seed=s)`` reproduces an episode exactly.
+
+    Example:
+        >>> env = make_target_env("inverted_pendulum", "real")
+        >>> _, info = env.reset(seed=0)
+        >>> info["physics_shift"]["body_mass/pole"]
+        1.6
+    """
+    spec = _spec(task)
+    target = spec.target(world)
+    env = _base_env(spec, render_mode, **env_kwargs)
+    try:
+        env = FixedPhysicsShift(env, list(target.physics))
+        if target.pushes is not None:
+            env = RandomPushes(env, target.pushes)
+    except SpecError as exc:
+        raise _with_context(spec, f"targets.{world}.", exc) from None
+    if target.task_variant is not None:
+        env = apply_task_variant(env, spec.task_variants[target.task_variant])
+    fx = target.effects
+    if fx.motor is not None:
+        env = effects.MotorLimits(env, saturation=fx.motor.saturation, dead_zone=fx.motor.dead_zone)
+    if fx.action_noise_std:
+        env = effects.ActionNoise(env, std=fx.action_noise_std)
+    if fx.sensors is not None:
+        env = effects.SensorFaults(env, drop_prob=fx.sensors.drop_prob, stuck_prob=fx.sensors.stuck_prob)
+    if fx.obs_noise is not None:
+        env = effects.ObservationNoise(env, std=fx.obs_noise.std, bias_std=fx.obs_noise.bias_std)
+    if fx.obs_delay:
+        env = effects.ObservationDelay(env, delay=fx.obs_delay)
+    if fx.action_delay:
+        env = effects.ActionDelay(env, delay=fx.action_delay)
+    return env
+
+
+def camel(task: str) -> str:
+    """``half_cheetah`` -> ``HalfCheetah`` (the Gymnasium id style)."""
+    return "".join(part.capitalize() for part in task.split("_"))
+
+
+def sim_env_id(task: str, randomize: bool = True) -> str:
+    return f"{NAMESPACE}/{camel(task)}-{'DR' if randomize else 'Nominal'}-v0"
+
+
+def target_env_id(task: str, world: str) -> str:
+    return f"{NAMESPACE}/{camel(task)}-{world}-v0"
+
+
+def register_envs() -> None:
+    """Register every task's sim worlds and target worlds as Gymnasium ids (idempotent)."""
+    for task in available_tasks():
+        try:
+            spec = load_spec(task)
+        except SpecError:
+            continue  # a broken spec must not break `import sim2real`; `sim2real envs` reports it
+        ids = {sim_env_id(task, True): ("sim2real.make:make_sim_env", {"task": task})}
+        ids[sim_env_id(task, False)] = ("sim2real.make:make_sim_env", {"task": task, "randomize": False})
+        for world in spec.targets:
+            ids[target_env_id(task, world)] = ("sim2real.make:make_target_env", {"task": task, "world": world})
+        for env_id, (entry_point, kwargs) in ids.items():
+            if env_id not in gym.registry:
+                # TimeLimit is already inside (from the base env), so none is added here.
+                gym.register(env_id, entry_point=entry_point, kwargs=kwargs)
