@@ -12,6 +12,19 @@ class UserError(Exception):
     """A mistake in what the user asked for: printed without a traceback, exit status 2."""
 
 
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["batch_size=64", "policy_kwargs={net_arch: [16]}"]`` -> a dict (values parsed as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set batch_size=64")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _cmd_envs(args: argparse.Namespace) -> None:
     from sim2real.describe import describe_task, list_tasks
 
@@ -36,9 +49,45 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         eval_world=args.eval_world,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
+        overrides=parse_overrides(args.set),
     )
     run_dir = pretrain(cfg, out=args.out, resume=args.resume)
     print(f"pretrained policy: {run_dir}/model.zip  (TensorBoard: tensorboard --logdir {run_dir})")
+
+
+def _cmd_transfer(args: argparse.Namespace) -> None:
+    from sim2real.transfer import TransferConfig, TransferError, transfer
+
+    cfg = TransferConfig(
+        policy=args.policy,
+        target=args.target,
+        strategy=args.strategy,
+        budget=args.steps if args.steps is not None else args.budget,
+        seed=args.seed,
+        feature_layers=args.feature_layers,
+        lr_scale=args.lr_scale,
+        freeze_layers=args.freeze_layers,
+        reinit_head=args.reinit_head,
+        freeze_critic_features=args.freeze_critic_features,
+        norm=args.norm,
+        reset_exploration=args.reset_exploration,
+        critic_warmup=args.critic_warmup,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        import_module=args.import_module,
+        threads=args.threads,
+        overrides=parse_overrides(args.set),
+    )
+    try:
+        run_dir = transfer(cfg, out=args.out)
+    except TransferError as exc:
+        raise UserError(str(exc)) from None
+    import json
+
+    result = json.loads((run_dir / "result.json").read_text())
+    print(f"{result['ran_strategy']} on {cfg.target}: mean return {result['final_mean']:.1f} "
+          f"over {len(result['final_returns'])} episodes after {result['budget']:,} target steps")
+    print(f"run folder: {run_dir}  (model.zip is an ordinary SB3 model)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +107,41 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the spec's)")
     t.add_argument("--subproc", action="store_true", help="step envs in subprocesses")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small MLPs)")
-    t.add_argument("--eval-world", default="real", help="target world evaluated during pretraining")
+    t.add_argument("--eval-world", default=None, help="target world evaluated during pretraining (default: real)")
     t.add_argument("--eval-every", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=50_000)
     t.add_argument("--out", default=None, help="run folder (default runs/pretrain/<task>-<dr|nominal>-<algo>-s<seed>)")
     t.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
     t.set_defaults(func=_cmd_pretrain)
+
+    from sim2real.transfer import STRATEGIES
+
+    x = sub.add_parser("transfer", help="carry a pretrained policy to a target world with a strategy")
+    x.add_argument("policy", help="a pretrain run folder, its model .zip, or a policies/ zoo entry")
+    x.add_argument("--target", default="real",
+                   help="a target world of the task, a Gymnasium id (with --import), or module:Factory")
+    x.add_argument("--strategy", default="finetune", choices=STRATEGIES)
+    x.add_argument("--steps", type=int, default=None, help="target steps (overrides --budget)")
+    x.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--feature-layers", type=int, default=1, help="how many lowest hidden layers are 'features'")
+    x.add_argument("--lr-scale", type=float, default=0.1, help="finetune: features learn at lr x this")
+    x.add_argument("--freeze-layers", type=int, default=0, help="finetune: freeze the k lowest layers")
+    x.add_argument("--reinit-head", action="store_true", help="freeze: re-initialise the head")
+    x.add_argument("--freeze-critic-features", action="store_true", help="freeze: freeze the critic's features too")
+    x.add_argument("--norm", choices=["frozen", "adapt"], default="frozen",
+                   help="observation normalisation on the target: pretraining's statistics frozen, or adapting")
+    x.add_argument("--reset-exploration", type=float, default=None, metavar="LOG_STD",
+                   help="reset PPO log_std (or SAC log entropy coefficient) to this value")
+    x.add_argument("--critic-warmup", type=int, default=0, help="PPO: updates that train only the critic first")
+    x.add_argument("--eval-every", type=int, default=None)
+    x.add_argument("--eval-episodes", type=int, default=None)
+    x.add_argument("--import", dest="import_module", default=None, help="module that registers your env")
+    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
+    x.add_argument("--out", default=None)
+    x.set_defaults(func=_cmd_transfer)
     return p
 
 

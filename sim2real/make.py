@@ -15,8 +15,8 @@ observation forwards)::
     -> ActionDelay                       latency between policy and motor
 
 Observation normalisation is not here: it lives at the VecEnv (``VecNormalize``).
-Every sim world is registered as ``sim2real/<Task>-DR-v0`` (and ``-Nominal-v0``),
-every target world as ``sim2real/<Task>-<world>-v0``.
+Every randomised sim world is registered as ``sim2real/<Task>-DR-v0``, every
+target world as ``sim2real/<Task>-<world>-v0`` (``-nominal-v0`` is the plain sim).
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def camel(task: str) -> str:
     return "".join(part.capitalize() for part in task.split("_"))
 
 
-def sim_env_id(task: str, randomize: bool = True) -> str:
-    return f"{NAMESPACE}/{camel(task)}-{'DR' if randomize else 'Nominal'}-v0"
+def sim_env_id(task: str) -> str:
+    return f"{NAMESPACE}/{camel(task)}-DR-v0"
 
 
 def target_env_id(task: str, world: str) -> str:
@@ -145,8 +145,7 @@ def register_envs() -> None:
             spec = load_spec(task)
         except SpecError:
             continue  # a broken spec must not break `import sim2real`; `sim2real envs` reports it
-        ids = {sim_env_id(task, True): ("sim2real.make:make_sim_env", {"task": task})}
-        ids[sim_env_id(task, False)] = ("sim2real.make:make_sim_env", {"task": task, "randomize": False})
+        ids = {sim_env_id(task): ("sim2real.make:make_sim_env", {"task": task})}
         for world in spec.targets:
             ids[target_env_id(task, world)] = ("sim2real.make:make_target_env", {"task": task, "world": world})
         for env_id, (entry_point, kwargs) in ids.items():

@@ -150,13 +150,64 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model") 
     os.replace(tmp, directory / f"{name}.zip")
     venv = model.get_env()
     if isinstance(venv, VecNormalize):
+        pkl, npz = norm_paths(directory, name)
         tmp = directory / f".{name}_vecnormalize.tmp.pkl"
         venv.save(str(tmp))
-        os.replace(tmp, directory / f"{name}_vecnormalize.pkl")
+        os.replace(tmp, pkl)
+        # The same statistics as plain arrays: loadable without unpickling anything.
+        tmp = directory / f".{name}_obs_rms.tmp.npz"
+        with tmp.open("wb") as f:
+            save_norm_arrays(f, venv)
+        os.replace(tmp, npz)
     if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
         tmp = directory / f".{name}_replay_buffer.tmp.pkl"
         model.save_replay_buffer(tmp)
         os.replace(tmp, directory / f"{name}_replay_buffer.pkl")
+
+
+def norm_paths(directory: Path, name: str) -> tuple[Path, Path]:
+    """Where the normalisation statistics of checkpoint ``name`` live (``model`` -> ``vecnormalize.pkl``)."""
+    prefix = "" if name == "model" else f"{name}_"
+    return directory / f"{prefix}vecnormalize.pkl", directory / f"{prefix}obs_rms.npz"
+
+
+def save_norm_arrays(f, venv: VecNormalize) -> None:
+    """VecNormalize's statistics as plain arrays (``np.savez``)."""
+    np.savez(
+        f,
+        mean=venv.obs_rms.mean, var=venv.obs_rms.var, count=venv.obs_rms.count,
+        ret_mean=venv.ret_rms.mean, ret_var=venv.ret_rms.var, ret_count=venv.ret_rms.count,
+        clip_obs=venv.clip_obs, clip_reward=venv.clip_reward, epsilon=venv.epsilon,
+        norm_reward=venv.norm_reward,
+    )
+
+
+@dataclass
+class NormStats:
+    """Normalisation statistics of a pretrained policy, read from arrays (nothing unpickled)."""
+
+    obs_rms: Any
+    ret_rms: Any
+    clip_obs: float
+    clip_reward: float
+    norm_reward: bool
+
+    def apply(self, venv: VecNormalize) -> VecNormalize:
+        venv.obs_rms, venv.ret_rms = self.obs_rms.copy(), self.ret_rms.copy()
+        venv.clip_obs, venv.clip_reward = self.clip_obs, self.clip_reward
+        return venv
+
+
+def load_norm_stats(path: Path) -> NormStats:
+    """Read an ``obs_rms.npz`` written by :func:`save_norm_arrays` (``allow_pickle=False``)."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    with np.load(path, allow_pickle=False) as z:
+        obs = RunningMeanStd(shape=z["mean"].shape)
+        obs.mean, obs.var, obs.count = z["mean"].copy(), z["var"].copy(), float(z["count"])
+        ret = RunningMeanStd(shape=())
+        ret.mean, ret.var, ret.count = z["ret_mean"].copy(), z["ret_var"].copy(), float(z["ret_count"])
+        return NormStats(obs, ret, float(z["clip_obs"]), float(z["clip_reward"]), bool(z["norm_reward"]))
 
 
 class CheckpointCallback(BaseCallback):
@@ -318,7 +369,7 @@ class PretrainConfig:
     n_envs: int | None = None
     subproc: bool = False
     threads: int | None = 1
-    eval_world: str = "real"
+    eval_world: str | None = None  # default: "real", else the first shifted world
     eval_every: int | None = None
     eval_episodes: int = 5
     checkpoint_every: int = 50_000
@@ -361,8 +412,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     kwargs = algo_kwargs(spec, algo, cfg.overrides)
     if spec.pretrain.normalize:
         gamma = kwargs.get("gamma", 0.99)
-        if checkpoint is not None and checkpoint.with_name(checkpoint.stem + "_vecnormalize.pkl").exists():
-            venv = VecNormalize.load(str(checkpoint.with_name(checkpoint.stem + "_vecnormalize.pkl")), venv)
+        saved = norm_paths(checkpoint.parent, checkpoint.stem)[0] if checkpoint is not None else None
+        if saved is not None and saved.exists():
+            venv = VecNormalize.load(str(saved), venv)
         else:
             venv = VecNormalize(venv, gamma=gamma)
 
@@ -379,9 +431,11 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
 
     # ---- callbacks and learning
     eval_every = cfg.eval_every or max(total // 50, 1000)
+    eval_world = cfg.eval_world or ("real" if "real" in spec.targets else next(iter(set(spec.targets) - {"nominal"}), "nominal"))
+    spec.target(eval_world)  # a clear error for an unknown world, before any training
     worlds = {
         "nominal": EnvFactory(make_target_env, cfg.task, "nominal"),
-        cfg.eval_world: EnvFactory(make_target_env, cfg.task, cfg.eval_world),
+        eval_world: EnvFactory(make_target_env, cfg.task, eval_world),
     }
     eval_cb = EvalCallback(run_dir, worlds, eval_every, cfg.eval_episodes, seed=10_000 + cfg.seed, keep_best=True)
     callbacks = [
@@ -394,7 +448,5 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     if remaining > 0:
         model.learn(remaining, callback=CallbackList(callbacks), tb_log_name="pretrain", reset_num_timesteps=checkpoint is None)
     save_checkpoint(model, run_dir, "model")
-    if (run_dir / "model_vecnormalize.pkl").exists():
-        os.replace(run_dir / "model_vecnormalize.pkl", run_dir / "vecnormalize.pkl")
     venv.close()
     return run_dir

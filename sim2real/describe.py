@@ -1,0 +1,98 @@
+"""``sim2real envs``: tables of tasks, their randomised parameters and their target worlds."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from sim2real.make import sim_env_id, target_env_id
+from sim2real.randomization import PhysicsModel
+from sim2real.spec import SpecError, available_tasks, load_spec
+
+console = Console()
+
+
+def list_tasks() -> None:
+    table = Table(title="sim2real tasks (envs/*.yaml)")
+    for col in ("task", "Gymnasium id", "pretraining", "randomised", "target worlds", "budgets (small/large)"):
+        table.add_column(col)
+    for task in available_tasks():
+        try:
+            s = load_spec(task)
+        except SpecError as exc:
+            table.add_row(task, "[red]invalid spec[/red]", str(exc).splitlines()[-1], "", "", "")
+            continue
+        table.add_row(
+            task, s.env_id, f"{s.pretrain.algo.upper()} {s.pretrain.total_steps:,} steps",
+            str(len(s.randomization.params)), ", ".join(s.targets),
+            f"{s.budgets.small:,} / {s.budgets.large:,}",
+        )
+    console.print(table)
+    console.print("Details: [bold]sim2real envs TASK[/bold]")
+
+
+def _fmt(v) -> str:
+    try:
+        return f"{float(v):.4g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _nominal(physics: PhysicsModel, field: str, slot) -> str:
+    nom = physics.nominal
+    if field == "body_com":
+        return "offset 0"
+    if field == "gravity":
+        return _fmt(nom["gravity"][slot])
+    values = np.ravel(nom[field][slot])
+    return ", ".join(_fmt(x) for x in values)
+
+
+def _shifted(op: str, nominal: str, value: float) -> str:
+    try:
+        base = float(nominal)
+    except ValueError:
+        return f"{op} {value:g}"
+    return _fmt(base * value if op == "scale" else base + value)
+
+
+def describe_task(task: str) -> None:
+    spec = load_spec(task)
+    env = gym.make(spec.env_id, disable_env_checker=True)
+    physics = PhysicsModel(env.unwrapped.model)
+    console.print(f"[bold]{spec.name}[/bold]  {spec.env_id}, episodes of {spec.max_episode_steps} steps  ({spec.path})")
+    console.print(f"sim world: [cyan]{sim_env_id(spec.name)}[/cyan]  resampled at: {spec.randomization.when}")
+
+    t = Table(title="randomised in pretraining")
+    for col in ("parameter", "element", "nominal", "op", "range", "distribution", "sampled range"):
+        t.add_column(col)
+    for p in spec.randomization.params:
+        labels, slots = physics.resolve(p.field, p.names)
+        for label, slot in zip(labels, slots):
+            nom = _nominal(physics, p.field, slot)
+            sampled = f"{_shifted(p.op, nom, p.low)} .. {_shifted(p.op, nom, p.high)}"
+            t.add_row(p.field, label, nom, p.op, f"{p.low:g} .. {p.high:g}", p.distribution, sampled)
+    if spec.randomization.pushes:
+        pu = spec.randomization.pushes
+        t.add_row("push", pu.body, "0 N", "force", f"{pu.force[0]:g} .. {pu.force[1]:g} N",
+                  f"every {pu.interval_steps[0]}-{pu.interval_steps[1]} steps", f"for {pu.duration_steps} steps")
+    console.print(t)
+
+    w = Table(title="target worlds")
+    for col in ("world", "Gymnasium id", "physics (nominal -> shifted)", "effects", "task"):
+        w.add_column(col)
+    for name, target in spec.targets.items():
+        changes = []
+        for s in target.physics:
+            labels, slots = physics.resolve(s.field, s.names)
+            for label, slot in zip(labels, slots):
+                nom = _nominal(physics, s.field, slot)
+                changes.append(f"{s.field}/{label}: {nom} -> {_shifted(s.op, nom, s.value)}")
+        fx = target.effects.model_dump(exclude_defaults=True)
+        effects = ", ".join(f"{k}={v}" for k, v in fx.items()) or "-"
+        variant = target.task_variant or "same"
+        w.add_row(name, target_env_id(spec.name, name), "\n".join(changes) or "-", effects, variant)
+    console.print(w)
+    env.close()

@@ -1,0 +1,61 @@
+"""One subprocess smoke test per CLI verb, plus user errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = str(ROOT / "tests" / "data" / "pendulum_norm.yaml")
+
+
+def run(*args, cwd=None, check=True):
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "sim2real", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_envs_lists_tasks():
+    out = run("envs").stdout
+    for task in ("hopper", "walker2d", "half_cheetah", "inverted_pendulum"):
+        assert task in out
+
+
+def test_envs_task_shows_parameters_and_worlds():
+    out = run("envs", "hopper").stdout
+    assert "body_mass" in out and "torso" in out and "3.665" in out
+    assert "very_heavy_torso" in out and "3.665 -> 6.231" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["envs", "hoper"], "unknown task 'hoper'"),
+        (["pretrain", "hopper", "--eval-world", "moon", "--steps", "10"], "unknown target world 'moon'"),
+        (["transfer", "/nonexistent"], "no such model"),
+        (["pretrain", "hopper", "--set", "oops"], "expected KEY=VALUE"),
+    ],
+)
+def test_user_errors_have_no_traceback(args, message, tmp_path):
+    proc = run(*args, check=False, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pretrain_then_transfer(tmp_path):
+    tiny = ["--set", "n_steps=64", "--set", "batch_size=32", "--set", "n_epochs=1"]
+    run("pretrain", SPEC, "--steps", "128", "--eval-every", "128", "--out", str(tmp_path / "pre"), *tiny)
+    assert (tmp_path / "pre" / "model.zip").exists() and (tmp_path / "pre" / "obs_rms.npz").exists()
+    proc = run("pretrain", SPEC, "--steps", "128", "--out", str(tmp_path / "pre"), check=False)
+    assert proc.returncode == 2 and "already holds a finished run" in proc.stderr
+    out = run("transfer", str(tmp_path / "pre"), "--target", "heavy", "--strategy", "freeze", "--steps", "64",
+              "--eval-every", "64", "--eval-episodes", "1", "--out", str(tmp_path / "tr")).stdout
+    assert "mean return" in out
+    assert json.loads((tmp_path / "tr" / "result.json").read_text())["strategy"] == "freeze"

@@ -1,0 +1,106 @@
+"""Real-world effects: each wrapper does its one transformation, reproducibly."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from sim2real.effects import ActionDelay, ActionNoise, MotorLimits, ObservationDelay, ObservationNoise, SensorFaults
+
+
+class Recorder(gym.Wrapper):
+    """Records the actions that reach the simulator."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.actions = []
+
+    def step(self, action):
+        self.actions.append(np.array(action, dtype=float))
+        return self.env.step(action)
+
+
+def pendulum():
+    return gym.make("InvertedPendulum-v5", disable_env_checker=True)
+
+
+def test_action_delay_delays_by_exactly_k_steps():
+    for k in (1, 3):
+        rec = Recorder(pendulum())
+        env = ActionDelay(rec, delay=k)
+        env.reset(seed=0)
+        sent = [np.array([0.1 * (i + 1)], dtype=np.float32) for i in range(6)]
+        for a in sent:
+            env.step(a)
+        got = [float(a[0]) for a in rec.actions]
+        assert got[:k] == [0.0] * k
+        np.testing.assert_allclose(got[k:], [float(a[0]) for a in sent[: 6 - k]], rtol=1e-6)
+
+
+def test_random_action_delay_is_drawn_per_episode_within_range():
+    env = ActionDelay(pendulum(), delay=(0, 3))
+    ks = {env.reset(seed=s)[1]["action_delay"] for s in range(30)}
+    assert ks <= {0, 1, 2, 3} and len(ks) > 1
+
+
+def test_observation_delay():
+    env = ObservationDelay(pendulum(), delay=2)
+    plain = pendulum()
+    o0, _ = env.reset(seed=1)
+    p0, _ = plain.reset(seed=1)
+    delayed = [env.step(np.array([0.5], dtype=np.float32))[0] for _ in range(4)]
+    true = [plain.step(np.array([0.5], dtype=np.float32))[0] for _ in range(4)]
+    np.testing.assert_allclose(delayed[0], o0)
+    np.testing.assert_allclose(delayed[1], o0)
+    np.testing.assert_allclose(delayed[2], true[0])
+    np.testing.assert_allclose(delayed[3], true[1])
+
+
+def test_observation_bias_is_constant_within_an_episode_and_reproducible():
+    env = ObservationNoise(pendulum(), std=0.0, bias_std=0.5)
+    plain = pendulum()
+    o, _ = env.reset(seed=4)
+    p, _ = plain.reset(seed=4)
+    bias = o - p
+    assert np.abs(bias).sum() > 0
+    for _ in range(3):
+        a = np.array([0.2], dtype=np.float32)
+        np.testing.assert_allclose(env.step(a)[0] - plain.step(a)[0], bias, atol=1e-5)
+    again = ObservationNoise(pendulum(), std=0.0, bias_std=0.5)
+    again.reset(seed=4)
+    np.testing.assert_allclose(again.bias, env.bias)
+
+
+def test_observation_noise_has_the_requested_std():
+    env = ObservationNoise(pendulum(), std=0.1)
+    env.reset(seed=0)
+    obs = np.zeros(4, dtype=np.float64)
+    samples = np.array([env.observation(obs) for _ in range(2000)])
+    assert abs(samples.std() - 0.1) < 0.01
+
+
+def test_action_noise_stays_in_bounds():
+    env = ActionNoise(pendulum(), std=1.0)
+    env.reset(seed=0)
+    outs = np.array([env.action(np.array([2.9], dtype=np.float32)) for _ in range(200)])
+    assert np.all(np.abs(outs) <= 3.0) and outs.std() > 0.1
+
+
+def test_sensor_faults_stuck_and_dropped():
+    env = SensorFaults(pendulum(), stuck_prob=1.0)
+    first, _ = env.reset(seed=0)
+    for _ in range(3):
+        np.testing.assert_array_equal(env.step(np.array([1.0], dtype=np.float32))[0], first)
+    env = SensorFaults(pendulum(), drop_prob=0.5)
+    env.reset(seed=0)
+    zeros = np.mean([np.mean(env.step(np.array([0.0], dtype=np.float32))[0] == 0) for _ in range(200)])
+    assert 0.35 < zeros < 0.65
+
+
+def test_motor_saturation_and_dead_zone():
+    rec = Recorder(pendulum())
+    env = MotorLimits(rec, saturation=0.5, dead_zone=0.1)
+    env.reset(seed=0)
+    for a in (3.0, -3.0, 0.2, 0.5):
+        env.step(np.array([a], dtype=np.float32))
+    np.testing.assert_allclose([float(a[0]) for a in rec.actions], [1.5, -1.5, 0.0, 0.5])

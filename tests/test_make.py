@@ -1,0 +1,79 @@
+"""The worlds users build: check_env on every task x world, registration, reproducibility."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.env_util import make_vec_env
+
+import sim2real
+from sim2real.make import sim_env_id, target_env_id
+from sim2real.spec import available_tasks, load_spec
+
+WORLDS = [(task, world) for task in available_tasks() for world in load_spec(task).targets]
+
+
+@pytest.mark.parametrize("task", available_tasks())
+def test_sim_world_passes_both_env_checkers(task):
+    env = sim2real.make_sim_env(task)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+
+
+@pytest.mark.parametrize(("task", "world"), WORLDS)
+def test_target_world_passes_both_env_checkers(task, world):
+    env = sim2real.make_target_env(task, world)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+
+
+@pytest.mark.parametrize(("task", "world"), WORLDS)
+def test_every_world_is_a_registered_gymnasium_id(task, world):
+    env = gym.make(target_env_id(task, world))
+    env.reset(seed=0)
+    assert gym.make(sim_env_id(task)).reset(seed=0)[1]["randomization"]
+
+
+def test_sb3_make_vec_env_works_on_registered_ids():
+    venv = make_vec_env(sim_env_id("inverted_pendulum"), n_envs=2, seed=0)
+    venv.reset()
+    venv.step(np.zeros((2, 1), dtype=np.float32))
+
+
+def rollout(env, seed, steps=30):
+    obs, info = env.reset(seed=seed)
+    out = [obs]
+    env.action_space.seed(seed)
+    for _ in range(steps):
+        obs, r, term, trunc, _ = env.step(env.action_space.sample())
+        out.append(np.append(obs, r))
+        if term or trunc:
+            out.append(env.reset()[0])
+    return np.concatenate([np.ravel(x) for x in out]), info
+
+
+def test_same_seed_same_target_world_and_same_effects():
+    a, info_a = rollout(sim2real.make_target_env("hopper", "real"), seed=7)
+    b, info_b = rollout(sim2real.make_target_env("hopper", "real"), seed=7)
+    c, _ = rollout(sim2real.make_target_env("hopper", "real"), seed=8)
+    np.testing.assert_array_equal(a, b)
+    assert info_a["physics_shift"] == info_b["physics_shift"]
+    assert not np.array_equal(a[:50], c[:50])
+
+
+def test_target_world_really_differs_from_nominal():
+    real = sim2real.make_target_env("hopper", "real")
+    nominal = sim2real.make_target_env("hopper", "nominal")
+    real.reset(seed=0)
+    nominal.reset(seed=0)
+    assert real.unwrapped.model.body_mass[1] == pytest.approx(1.4 * nominal.unwrapped.model.body_mass[1])
+
+
+def test_backwards_variant_rewards_moving_backwards():
+    env = sim2real.make_target_env("hopper", "real_backwards")
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(np.zeros(3, dtype=np.float32))
+    assert r == pytest.approx(info["reward_original"] - 2 * info["reward_forward"])

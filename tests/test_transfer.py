@@ -1,0 +1,143 @@
+"""Transfer strategies end to end on a tiny policy, and the mechanics each must get right."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from sim2real.policy import layer_groups
+from sim2real.spec import load_spec
+from sim2real.transfer import (
+    STRATEGIES,
+    TransferConfig,
+    TransferError,
+    build_model,
+    classify,
+    load_pretrained,
+    transfer,
+)
+
+FAST = {"eval_every": 128, "eval_episodes": 1}
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "auto"])
+def test_every_strategy_runs_and_writes_a_result(tiny_pretrained, tmp_path, strategy):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy=strategy, budget=128, **FAST)
+    run = transfer(cfg, out=tmp_path / strategy, quiet=True)
+    result = json.loads((run / "result.json").read_text())
+    assert result["strategy"] == strategy and len(result["final_returns"]) == 1
+    lines = (run / "evaluations.csv").read_text().splitlines()
+    assert lines[0] == "step,target" and lines[1].startswith("0,")
+    if strategy != "zero-shot":
+        assert (run / "model.zip").exists() and any((run / "tb").iterdir())
+
+
+def test_freeze_keeps_features_bit_identical_in_a_real_transfer(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="freeze", budget=256, **FAST)
+    run = transfer(cfg, out=tmp_path / "f", quiet=True)
+    pre = load_pretrained(tiny_pretrained)
+    from stable_baselines3 import PPO
+
+    model = PPO.load(run / "model.zip", device="cpu")  # an ordinary SB3 model
+    w = model.policy.mlp_extractor.policy_net[0].weight
+    assert torch.equal(w, pre.state_dict["mlp_extractor.policy_net.0.weight"])
+    head = model.policy.mlp_extractor.policy_net[2].weight
+    assert not torch.equal(head, pre.state_dict["mlp_extractor.policy_net.2.weight"])
+
+
+def test_finetune_gives_features_a_lower_rate_and_freeze_layers_freezes(tiny_pretrained):
+    from sim2real.transfer import apply_strategy
+
+    pre = load_pretrained(tiny_pretrained)
+    spec = load_spec(pre.task)
+    env = gym.make("InvertedPendulum-v5")
+    cfg = TransferConfig(policy=str(tiny_pretrained), strategy="finetune", lr_scale=0.1, freeze_layers=1)
+    model = build_model(pre, env, spec, cfg, 128, fresh=False)
+    apply_strategy(model, "finetune", cfg)
+    lrs = {g["name"]: g["lr"] for g in model.policy.optimizer.param_groups}
+    assert lrs["actor_head"] == pytest.approx(10 * lrs.get("actor_features", lrs["actor_head"] / 10))
+    frozen = layer_groups(model, 1).params_of("actor_features")
+    assert all(not p.requires_grad for p in frozen)
+    in_opt = {id(p) for g in model.policy.optimizer.param_groups for p in g["params"]}
+    assert not in_opt & {id(p) for p in frozen}
+
+
+def test_normalisation_statistics_stay_frozen_unless_asked(tiny_pretrained, tmp_path):
+    pre = load_pretrained(tiny_pretrained)
+    for norm, should_change in (("frozen", False), ("adapt", True)):
+        cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="finetune", budget=128, norm=norm, **FAST)
+        run = transfer(cfg, out=tmp_path / norm, quiet=True)
+        with np.load(run / "obs_rms.npz") as z:
+            changed = not np.allclose(z["mean"], pre.obs_rms.mean)
+        assert changed == should_change
+
+
+def test_reset_exploration_sets_log_std(tiny_pretrained, tmp_path):
+    from stable_baselines3 import PPO
+
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="full", budget=64, reset_exploration=-0.5,
+                         overrides={"learning_rate": 0.0}, **FAST)
+    run = transfer(cfg, out=tmp_path / "x", quiet=True)
+    assert torch.allclose(PPO.load(run / "model.zip").policy.log_std, torch.full((1,), -0.5))
+
+
+def test_mismatched_spaces_name_both(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="Hopper-v5", strategy="finetune", budget=64)
+    with pytest.raises(TransferError, match=r"observation spaces differ: the policy expects Box.*\(4,\).*has Box.*\(11,\)"):
+        transfer(cfg, out=tmp_path / "bad", quiet=True)
+
+
+def test_unknown_target_and_strategy_are_user_errors(tiny_pretrained, tmp_path):
+    with pytest.raises(TransferError, match="not a target world"):
+        transfer(TransferConfig(policy=str(tiny_pretrained), target="mars"), out=tmp_path / "a", quiet=True)
+    with pytest.raises(TransferError, match="allowed: zero-shot"):
+        transfer(TransferConfig(policy=str(tiny_pretrained), strategy="magic"), out=tmp_path / "b", quiet=True)
+
+
+def test_plug_in_factory_target(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:make_env", strategy="finetune", budget=64, **FAST)
+    run = transfer(cfg, out=tmp_path / "robot", quiet=True)
+    assert json.loads((run / "result.json").read_text())["target"] == "tests.robot_stub:make_env"
+
+
+def test_finished_run_is_never_overwritten(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="zero-shot", **FAST)
+    transfer(cfg, out=tmp_path / "z", quiet=True)
+    before = (tmp_path / "z" / "result.json").read_text()
+    with pytest.raises(FileExistsError):
+        transfer(cfg, out=tmp_path / "z", quiet=True)
+    assert (tmp_path / "z" / "result.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("budget", "zero_shot", "changed", "case", "strategy"),
+    [(25_000, 900, False, 1, "freeze"), (25_000, 900, True, 2, "reinit-top"), (150_000, 900, False, 3, "finetune"),
+     (150_000, 100, False, 4, "full")],
+)
+def test_classify_four_cases(budget, zero_shot, changed, case, strategy):
+    d = classify(load_spec("hopper"), budget, sim_return=1000, zero_shot=zero_shot, task_changed=changed)
+    assert (d.case, d.strategy) == (case, strategy)
+    assert f"case {case}" in d.reason
+
+
+def test_auto_picks_and_records_a_case(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="auto", budget=128, **FAST)
+    run = transfer(cfg, out=tmp_path / "auto", quiet=True)
+    result = json.loads((run / "result.json").read_text())
+    assert result["decision"]["case"] in (1, 2) and result["ran_strategy"] in ("freeze", "reinit-top")
+
+
+def test_loading_never_unpickles(tiny_pretrained, monkeypatch):
+    import pickle
+
+    def refuse(*a, **k):
+        raise AssertionError("unpickling during load_pretrained")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    pre = load_pretrained(tiny_pretrained)
+    assert pre.algo == "ppo" and pre.obs_rms is not None
