@@ -90,6 +90,41 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
     print(f"run folder: {run_dir}  (model.zip is an ordinary SB3 model)")
 
 
+def _cmd_study(args: argparse.Namespace) -> None:
+    from sim2real.study import StudyConfig, run_study
+    from sim2real.transfer import TransferError
+
+    cfg = StudyConfig(
+        task=args.task,
+        policy=args.policy,
+        targets=args.targets,
+        strategies=args.strategies,
+        seeds=args.seeds,
+        budget=int(args.budget) if str(args.budget).isdigit() else args.budget,
+        workers=args.workers,
+        threshold_fraction=args.threshold,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+    )
+    try:
+        study_dir = run_study(cfg, out=args.out)
+    except TransferError as exc:
+        raise UserError(str(exc)) from None
+    print(f"report: {study_dir / 'report.html'}  (and report.md, metrics.json; "
+          f"curves: tensorboard --logdir {study_dir})")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from sim2real.report import build_report
+
+    if not (Path(args.dir) / "study.json").exists():
+        raise UserError(f"{args.dir}: not a study folder (no study.json)")
+    path = build_report(args.dir, threshold_fraction=args.threshold)
+    print(f"report: {path.with_suffix('.html')}  (and {path.name}, metrics.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sim2real", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -142,6 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
     x.add_argument("--out", default=None)
     x.set_defaults(func=_cmd_transfer)
+
+    from sim2real.study import DEFAULT_STRATEGIES
+
+    st = sub.add_parser("study", help="run the grid targets x strategies x seeds and write the transfer report")
+    st.add_argument("task", nargs="?", default="hopper")
+    st.add_argument("--policy", default=None, help="pretrained policy (default: policies/<task>-dr)")
+    st.add_argument("--targets", nargs="+", default=["real"])
+    st.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
+    st.add_argument("--seeds", type=int, default=3)
+    st.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
+    st.add_argument("--workers", type=int, default=0, help="parallel runs (default: one per core)")
+    st.add_argument("--threshold", type=float, default=0.9, help="time-to-threshold as a fraction of scratch's final")
+    st.add_argument("--eval-every", type=int, default=None)
+    st.add_argument("--eval-episodes", type=int, default=None)
+    st.add_argument("--out", default=None, help="study folder (default runs/study/<task>-<budget>)")
+    st.set_defaults(func=_cmd_study)
+
+    r = sub.add_parser("report", help="rebuild a study's report from its run folders")
+    r.add_argument("dir")
+    r.add_argument("--threshold", type=float, default=0.9)
+    r.set_defaults(func=_cmd_report)
     return p
 
 

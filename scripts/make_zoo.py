@@ -1,0 +1,159 @@
+"""Build the pretrained policy zoo under policies/: pretrain (or reuse a finished run), export, write model cards.
+
+Usage:
+    python scripts/make_zoo.py hopper                 # DR and nominal, spec's steps, seed 0
+    python scripts/make_zoo.py hopper --export-only   # export runs/pretrain/... that already exist
+
+Each entry ``policies/<task>-<dr|nominal>/`` holds:
+  model.zip     an ordinary SB3 model (the best evaluation checkpoint of the run)
+  obs_rms.npz   normalisation statistics as plain arrays (loaded without unpickling)
+  run.json      the pretraining config (task, algorithm, hyperparameters, command, versions, commit)
+  card.json     measured returns (nominal sim and zero-shot on every target world) -- read by the tests
+  README.md     the model card, for people
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sim2real.evaluation import evaluate  # noqa: E402
+from sim2real.make import make_target_env  # noqa: E402
+from sim2real.spec import load_spec  # noqa: E402
+from sim2real.training import EnvFactory, save_norm_arrays  # noqa: E402
+from sim2real.transfer import build_model, load_pretrained, TransferConfig  # noqa: E402
+
+EVAL_EPISODES = 10
+EVAL_SEED = 123_456
+
+
+def pretrain_command(task: str, randomize: bool, steps: int | None, seed: int) -> list[str]:
+    cmd = ["sim2real", "pretrain", task, "--seed", str(seed)]
+    if not randomize:
+        cmd.append("--no-randomize")
+    if steps:
+        cmd += ["--steps", str(steps)]
+    return cmd
+
+
+def export(run_dir: Path, dest: Path, checkpoint: str = "best") -> Path:
+    """Copy a pretrain run's chosen checkpoint into a zoo entry (model.zip + obs_rms.npz + run.json)."""
+    model_zip = run_dir / f"{checkpoint}.zip"
+    if not model_zip.exists():
+        model_zip = run_dir / "model.zip"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_zip, dest / "model.zip")
+    shutil.copy(run_dir / "run.json", dest / "run.json")
+    pkl = run_dir / ("vecnormalize.pkl" if model_zip.stem == "model" else f"{model_zip.stem}_vecnormalize.pkl")
+    if pkl.exists():
+        # Our own run's pickle (trusted) becomes plain arrays for everyone else.
+        spec = load_spec(json.loads((run_dir / "run.json").read_text())["config"]["task"])
+        venv = VecNormalize.load(str(pkl), DummyVecEnv([EnvFactory(make_target_env, spec.path, "nominal")]))
+        with (dest / "obs_rms.npz").open("wb") as f:
+            save_norm_arrays(f, venv)
+    meta = {"source_run": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
+            "checkpoint": model_zip.name}
+    best = run_dir / "best.json"
+    if model_zip.stem == "best" and best.exists():
+        meta["selected_at"] = json.loads(best.read_text())
+    (dest / "export.json").write_text(json.dumps(meta, indent=2))
+    return dest
+
+
+def measure(entry: Path, episodes: int = EVAL_EPISODES) -> dict:
+    """Return in the nominal sim and zero-shot return on every target world."""
+    pre = load_pretrained(entry)
+    spec = load_spec(pre.task)
+    env_fn = EnvFactory(make_target_env, spec.path, "nominal")
+    model = build_model(pre, DummyVecEnv([env_fn]), spec, TransferConfig(policy=str(entry)), 1, fresh=False)
+    out = {}
+    for world in spec.targets:
+        res = evaluate(model, EnvFactory(make_target_env, spec.path, world), episodes, obs_rms=pre.obs_rms, seed=EVAL_SEED)
+        out[world] = {"mean": res.mean, "std": res.std, "episodes": episodes}
+    return out
+
+
+def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
+    run = json.loads((entry / "run.json").read_text())
+    exp = json.loads((entry / "export.json").read_text())
+    spec = load_spec(task)
+    card = {
+        "task": task,
+        "env_id": spec.env_id,
+        "randomized": randomize,
+        "algo": run["config"]["algo"],
+        "steps_trained": exp.get("selected_at", {}).get("step", run["config"]["steps"]),
+        "steps_planned": run["config"]["steps"],
+        "seed": run["config"]["seed"],
+        "command": run["command"],
+        "versions": run["versions"],
+        "git_commit": run["git_commit"],
+        "eval_episodes": EVAL_EPISODES,
+        "eval_seed": EVAL_SEED,
+        "returns": returns,
+        "nominal_return": returns["nominal"]["mean"],
+        "solved_return": spec.solved_return,
+        "measured": time.strftime("%Y-%m-%d"),
+    }
+    (entry / "card.json").write_text(json.dumps(card, indent=2))
+    rows = "\n".join(f"| {w} | {r['mean']:.1f} | {r['std']:.1f} |" for w, r in returns.items())
+    bar = spec.solved_return
+    verdict = ("meets" if returns["nominal"]["mean"] >= bar else "falls short of") if bar else "has no"
+    (entry / "README.md").write_text(f"""# {task} — {'domain-randomised' if randomize else 'nominal-sim'} {card['algo'].upper()} policy
+
+- Gymnasium id: `{spec.env_id}`; spec: `envs/{task}.yaml`
+- Trained with: `{card['command']}` (seed {card['seed']})
+- Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps
+  (the best evaluation on the nominal sim during training; PPO can degrade late)
+- Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items() if k != 'platform')}; commit `{card['git_commit']}`
+
+## Measured returns ({EVAL_EPISODES} episodes, deterministic actions, seed {EVAL_SEED})
+
+| world | mean return | std |
+|---|---|---|
+{rows}
+
+The nominal-sim return {verdict} the bar of {bar} (80% of the RL Zoo's PPO return at 1M steps).
+Reproduce: `python scripts/make_zoo.py {task}` (pretrains, then exports and measures).
+""")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tasks", nargs="+")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export-only", action="store_true", help="export existing runs, do not train")
+    p.add_argument("--only", choices=["dr", "nominal"], default=None)
+    args = p.parse_args()
+    for task in args.tasks:
+        for randomize in (True, False):
+            kind = "dr" if randomize else "nominal"
+            if args.only and args.only != kind:
+                continue
+            run_dir = ROOT / "runs" / "pretrain" / f"{task}-{kind}-{load_spec(task).pretrain.algo}-s{args.seed}"
+            if not args.export_only:
+                cmd = pretrain_command(task, randomize, args.steps, args.seed)
+                if (run_dir / "model.zip").exists():
+                    print(f"{run_dir} is finished; exporting it")
+                else:
+                    subprocess.run(cmd + (["--resume"] if run_dir.exists() else []) + ["--out", str(run_dir)], check=True)
+            entry = export(run_dir, ROOT / "policies" / f"{task}-{kind}")
+            returns = measure(entry)
+            write_card(entry, task, randomize, returns)
+            print(f"{entry}: " + ", ".join(f"{w} {r['mean']:.0f}" for w, r in returns.items()))
+
+
+if __name__ == "__main__":
+    main()

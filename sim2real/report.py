@@ -1,0 +1,356 @@
+"""The transfer report: metrics.json, plots, report.md and a self-contained report.html.
+
+Everything is rebuilt from the run folders alone (``sim2real report DIR``).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sim2real.metrics import Curve, strategy_metrics  # noqa: E402
+from sim2real.spec import load_spec  # noqa: E402
+from sim2real.training import atomic_write_text  # noqa: E402
+from sim2real.transfer import CASE_STRATEGY, classify  # noqa: E402
+
+ORDER = ["zero-shot", "freeze", "reinit-top", "finetune", "full", "auto", "scratch"]
+COLORS = {"zero-shot": "#7f7f7f", "scratch": "#d62728", "freeze": "#1f77b4", "finetune": "#2ca02c",
+          "reinit-top": "#9467bd", "full": "#ff7f0e", "auto": "#8c564b"}
+DEFINITIONS = """\
+- **zero-shot return**: the pretrained policy on the target world, no target training.
+- **jumpstart**: return at target step 0, strategy minus scratch.
+- **final return**: mean of the last 3 evaluations of a run; across seeds the **IQM** (interquartile mean)
+  with a 95% stratified-bootstrap interval (rliable; with 3 seeds the IQM equals the mean).
+- **asymptotic gain**: final return, strategy minus scratch (means over seeds).
+- **area ratio**: (area under the strategy's mean curve − area under scratch's) / |area under scratch's|,
+  over the same target steps. Above 0: transfer collected more return over the budget.
+- **time to threshold**: target steps until the mean curve first reaches the threshold (90% of scratch's
+  final return unless set otherwise); **speed-up** = scratch's time / the strategy's time
+  (∞: the strategy starts above it; "never": the curve does not reach it within the budget).
+- **P(improve)**: probability that a run of the strategy ends above a run of scratch (Mann–Whitney), with a
+  95% bootstrap interval.
+- **sim-to-real gap**: return of the pretrained policy in the nominal sim minus its zero-shot return on the target.
+"""
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def _rank(strategy: str) -> int:
+    return ORDER.index(strategy) if strategy in ORDER else len(ORDER)
+
+
+def read_curve(run_dir: Path) -> Curve | None:
+    path = run_dir / "evaluations.csv"
+    if not path.exists():
+        return None
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    key = "target" if "target" in rows[0] else list(rows[0])[1]
+    return Curve([float(r["step"]) for r in rows], [float(r[key]) for r in rows])
+
+
+def collect(study_dir: Path) -> dict[str, dict[str, list[tuple[int, Curve]]]]:
+    """target -> strategy -> [(seed, curve)] for every finished run."""
+    out: dict[str, dict[str, list[tuple[int, Curve]]]] = {}
+    for result in sorted((study_dir / "runs").glob("*/*/s*/result.json")):
+        run_dir = result.parent
+        curve = read_curve(run_dir)
+        if curve is None:
+            continue
+        target, strategy, seed = run_dir.parent.parent.name, run_dir.parent.name, int(run_dir.name[1:])
+        out.setdefault(target, {}).setdefault(strategy, []).append((seed, curve))
+    return out
+
+
+def pretrained_sim_return(study_dir: Path, study: dict) -> float:
+    """The pretrained policy's return in the nominal sim (cached in pretrained.json)."""
+    cache = study_dir / "pretrained.json"
+    if cache.exists():
+        return json.loads(cache.read_text())["nominal_return"]
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sim2real.evaluation import evaluate
+    from sim2real.make import make_target_env
+    from sim2real.training import EnvFactory
+    from sim2real.transfer import TransferConfig, build_model, load_pretrained
+
+    cfg = study["config"]
+    pre = load_pretrained(cfg["policy"])
+    spec = load_spec(pre.task)
+    env_fn = EnvFactory(make_target_env, spec.path, "nominal")
+    model = build_model(pre, DummyVecEnv([env_fn]), spec, TransferConfig(policy=cfg["policy"]), 1, fresh=False)
+    episodes = cfg.get("eval_episodes") or spec.budgets.eval_episodes
+    res = evaluate(model, env_fn, episodes, obs_rms=pre.obs_rms, seed=20_000)
+    atomic_write_text(cache, json.dumps({"nominal_return": res.mean, "returns": res.returns, "policy": cfg["policy"]}))
+    return res.mean
+
+
+# ---------------------------------------------------------------- metrics and cases
+
+
+def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9) -> dict:
+    study = json.loads((study_dir / "study.json").read_text())
+    cfg = study["config"]
+    spec = load_spec(cfg["task"])
+    runs = collect(study_dir)
+    sim_return = pretrained_sim_return(study_dir, study)
+    out = {"task": cfg["task"], "budget_steps": cfg["budget_steps"], "policy": cfg["policy"],
+           "sim_return": sim_return, "threshold_fraction": threshold_fraction, "targets": {}}
+    for target, by_strategy in runs.items():
+        scratch = [c for _, c in by_strategy.get("scratch", [])]
+        strategies = {s: strategy_metrics([c for _, c in rs], scratch if s != "scratch" else None, threshold_fraction)
+                      for s, rs in sorted(by_strategy.items(), key=lambda kv: _rank(kv[0]))}
+        zs_source = by_strategy.get("zero-shot") or by_strategy.get("freeze") or by_strategy.get("finetune") or []
+        zero_shot = float(np.mean([c.start for _, c in zs_source])) if zs_source else math.nan
+        task_changed = bool(target in spec.targets and spec.targets[target].task_variant)
+        entry = {"zero_shot_return": zero_shot, "sim_to_real_gap": sim_return - zero_shot,
+                 "task_changed": task_changed, "strategies": strategies}
+        if not math.isnan(zero_shot):
+            decision = classify(spec, cfg["budget_steps"], sim_return, zero_shot, task_changed)
+            entry["case"] = {"case": decision.case, "recommended": decision.strategy, "reason": decision.reason,
+                             "large_budget": decision.large_budget, "similar": decision.similar}
+            entry["verdict"] = verdict(strategies, decision.strategy)
+        out["targets"][target] = entry
+    return out
+
+
+def verdict(strategies: dict, recommended: str) -> dict:
+    """Did the measured results agree with the textbook recommendation? Said plainly."""
+    trained = {s: m for s, m in strategies.items()}
+    best = max(trained, key=lambda s: trained[s]["final_return_iqm"])
+    lo_best = trained[best]["final_return_ci95"][0]
+    v: dict = {"best_measured": best}
+    if recommended not in trained:
+        v["agrees"] = None
+        v["text"] = f"The recommended strategy ({recommended}) was not part of this study; the best measured was {best}."
+        return v
+    rec = trained[recommended]
+    tied = rec["final_return_ci95"][1] >= lo_best
+    v["agrees"] = best == recommended or tied
+    if best == recommended:
+        v["text"] = f"Held: {recommended}, the recommended strategy, had the highest final return."
+    elif tied:
+        v["text"] = (f"Held within noise: {best} ended highest, but {recommended}'s 95% interval overlaps it "
+                     f"({rec['final_return_iqm']:.0f} vs {trained[best]['final_return_iqm']:.0f}).")
+    else:
+        v["text"] = (f"Did not hold: {best} ended clearly above the recommended {recommended} "
+                     f"({trained[best]['final_return_iqm']:.0f} vs {rec['final_return_iqm']:.0f}, intervals apart).")
+    if "finetune" in trained and "freeze" in trained and "prob_improvement" in trained["finetune"]:
+        ft, fr = trained["finetune"]["final_returns"], trained["freeze"]["final_returns"]
+        from sim2real.metrics import probability_of_improvement
+
+        p, lo, hi = probability_of_improvement(ft, fr)
+        v["finetune_beats_freeze"] = {"p": p, "ci95": [lo, hi]}
+        word = "held" if lo > 0.5 else ("did not hold" if hi < 0.5 else "was not resolved by these seeds")
+        v["finetune_text"] = (f"'Fine-tuning beats feature extraction' {word}: P(finetune > freeze) = {p:.2f} "
+                              f"[{lo:.2f}, {hi:.2f}].")
+    return v
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _band(curves: list[Curve], reps: int = 1000, seed: int = 0):
+    n = min(c.steps.size for c in curves)
+    y = np.array([c.returns[:n] for c in curves])
+    mean = y.mean(axis=0)
+    if len(curves) == 1:
+        return curves[0].steps[:n], mean, mean, mean
+    rng = np.random.default_rng(seed)
+    boots = y[rng.integers(0, len(curves), size=(reps, len(curves)))].mean(axis=1)
+    return curves[0].steps[:n], mean, np.percentile(boots, 2.5, axis=0), np.percentile(boots, 97.5, axis=0)
+
+
+def plot_curves(runs: dict, study_dir: Path, budget: int) -> list[Path]:
+    paths = []
+    for target, by_strategy in runs.items():
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for strategy, rs in sorted(by_strategy.items(), key=lambda kv: _rank(kv[0])):
+            curves = [c for _, c in rs]
+            color = COLORS.get(strategy)
+            if strategy == "zero-shot":
+                ax.axhline(np.mean([c.start for c in curves]), color=color, ls="--", label="zero-shot")
+                continue
+            x, m, lo, hi = _band(curves)
+            ax.plot(x, m, color=color, label=f"{strategy} (n={len(curves)})")
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2)
+        ax.set_xlabel("target environment steps")
+        ax.set_ylabel("return on the target (mean, 95% CI)")
+        ax.set_title(f"learning curves on '{target}'")
+        ax.set_xlim(0, budget)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = study_dir / f"curves_{target}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_intervals(metrics: dict, study_dir: Path) -> Path:
+    targets = list(metrics["targets"])
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.2), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        strategies = metrics["targets"][target]["strategies"]
+        names = list(strategies)
+        for i, s in enumerate(names):
+            m = strategies[s]
+            lo, hi = m["final_return_ci95"]
+            ax.plot([lo, hi], [i, i], color=COLORS.get(s, "k"), lw=6, alpha=0.5, solid_capstyle="butt")
+            ax.plot(m["final_return_iqm"], i, "|", color="k", ms=14)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("final return: IQM and 95% CI")
+        ax.set_title(target)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = study_dir / "intervals.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- the documents
+
+
+def _fmt(v, digits: int = 1) -> str:
+    if v is None:
+        return "never"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞"
+    if isinstance(v, float) and math.isnan(v):
+        return "n/a"
+    if isinstance(v, (int, float)):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def metrics_table(metrics: dict) -> list[list[str]]:
+    head = ["target", "strategy", "seeds", "final IQM [95% CI]", "jumpstart", "asymptotic gain", "area ratio",
+            "steps to threshold", "speed-up", "P(improve) [95% CI]"]
+    rows = [head]
+    for target, t in metrics["targets"].items():
+        for s, m in t["strategies"].items():
+            ci = m["final_return_ci95"]
+            p = m.get("prob_improvement")
+            rows.append([
+                target, s, str(m["seeds"]), f"{m['final_return_iqm']:,.0f} [{ci[0]:,.0f}, {ci[1]:,.0f}]",
+                _fmt(m.get("jumpstart"), 0) if "jumpstart" in m else "—",
+                _fmt(m.get("asymptotic_gain"), 0) if "asymptotic_gain" in m else "—",
+                _fmt(m.get("area_ratio"), 2) if "area_ratio" in m else "—",
+                _fmt(m.get("time_to_threshold"), 0) if "threshold" in m else "—",
+                _fmt(m.get("speedup"), 2) if "threshold" in m else "—",
+                f"{p:.2f} [{m['prob_improvement_ci95'][0]:.2f}, {m['prob_improvement_ci95'][1]:.2f}]" if p is not None else "—",
+            ])
+    return rows
+
+
+def _md_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def case_lines(metrics: dict) -> list[str]:
+    lines = []
+    for target, t in metrics["targets"].items():
+        if "case" not in t:
+            continue
+        c, v = t["case"], t["verdict"]
+        lines.append(f"**{target}** — case {c['case']} ({'large' if c['large_budget'] else 'small'} budget, "
+                     f"{'similar' if c['similar'] else 'different'} task) → recommended **{c['recommended']}**. "
+                     f"Why: {c['reason']}. {v['text']}" + (f" {v['finetune_text']}" if "finetune_text" in v else ""))
+    return lines
+
+
+def build_report(study_dir: str | Path, threshold_fraction: float = 0.9) -> Path:
+    """Compute metrics and write metrics.json, the plots, report.md and report.html."""
+    study_dir = Path(study_dir)
+    study = json.loads((study_dir / "study.json").read_text())
+    metrics = compute_metrics(study_dir, threshold_fraction)
+    atomic_write_text(study_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    runs = collect(study_dir)
+    images = plot_curves(runs, study_dir, metrics["budget_steps"])
+    if metrics["targets"]:
+        images.append(plot_intervals(metrics, study_dir))
+    robustness = study_dir / "robustness.png"
+    if robustness.exists():
+        images.append(robustness)
+    write_tensorboard_layout(study_dir)
+
+    rows = metrics_table(metrics)
+    gaps = "\n".join(f"- {t}: zero-shot {_fmt(m['zero_shot_return'])}, sim-to-real gap {_fmt(m['sim_to_real_gap'])}"
+                     for t, m in metrics["targets"].items())
+    cfg = study["config"]
+    repro = (f"- command: `{study['command']}`\n- commit: `{study['git_commit']}`\n- seeds: 0..{cfg['seeds'] - 1}\n"
+             f"- versions: {', '.join(f'{k} {v}' for k, v in study['versions'].items())}\n"
+             f"- pretrained policy: `{metrics['policy']}`")
+    header = (f"Task **{metrics['task']}**, budget **{metrics['budget_steps']:,} target steps** per run, "
+              f"pretrained policy's return in the nominal sim: **{_fmt(metrics['sim_return'])}**.")
+    md = [f"# Transfer report: {metrics['task']}", "", header, "", "## Sim-to-real gap", gaps, "",
+          "## Which case, and did the recommendation hold?", *[f"- {x}" for x in case_lines(metrics)], "",
+          "## Metrics", _md_table(rows), "", *[f"![{p.stem}]({p.name})" for p in images], "",
+          "## Definitions", DEFINITIONS, "## Reproducibility", repro, ""]
+    atomic_write_text(study_dir / "report.md", "\n".join(md))
+
+    def img(p: Path) -> str:
+        data = base64.b64encode(p.read_bytes()).decode()
+        return f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}"></figure>'
+
+    def md_inline(text: str) -> str:
+        import re
+
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    body = [f"<h1>Transfer report: {html.escape(metrics['task'])}</h1>", f"<p>{md_inline(header)}</p>",
+            "<h2>Sim-to-real gap</h2><ul>" + "".join(f"<li>{md_inline(x[2:])}</li>" for x in gaps.splitlines()) + "</ul>",
+            "<h2>Which case, and did the recommendation hold?</h2><ul>"
+            + "".join(f"<li>{md_inline(x)}</li>" for x in case_lines(metrics)) + "</ul>",
+            "<h2>Metrics</h2>", _html_table(rows), *[img(p) for p in images],
+            "<h2>Definitions</h2><ul>" + "".join(f"<li>{md_inline(x[2:])}</li>" for x in DEFINITIONS.strip().split("\n- ")) + "</ul>",
+            "<h2>Reproducibility</h2><ul>" + "".join(f"<li>{md_inline(x[2:])}</li>" for x in repro.splitlines()) + "</ul>"]
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}code{background:#f4f4f4}")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>sim2real report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    atomic_write_text(study_dir / "report.html", page)
+    return study_dir / "report.md"
+
+
+def write_tensorboard_layout(study_dir: Path) -> None:
+    """A custom-scalars layout so `tensorboard --logdir STUDY` overlays the strategies per target."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    layout_dir = study_dir / "tb_layout"
+    if layout_dir.exists():
+        return
+    writer = SummaryWriter(str(layout_dir))
+    writer.add_custom_scalars({
+        "transfer": {
+            "return on the target": ["Multiline", [r"eval/target/mean_return"]],
+            "policy loss": ["Multiline", [r"train/policy_gradient_loss", r"train/actor_loss"]],
+            "value loss": ["Multiline", [r"train/value_loss", r"train/critic_loss"]],
+        }
+    })
+    writer.close()

@@ -1,0 +1,195 @@
+"""A study: the grid targets x strategies x seeds, run in parallel processes, resumable, then measured.
+
+Layout of a study folder::
+
+    study.json                     the study's config, command, versions, commit
+    runs/<target>/<strategy>/s<seed>/   one transfer run each (result.json marks it finished)
+    _incomplete/                   runs that were killed mid-way, moved aside (never deleted)
+    pretrained.json                the pretrained policy's return in the nominal sim (for the gap)
+    metrics.json, report.md, report.html, *.png
+
+Re-running the same command skips finished runs and redoes unfinished ones; a
+run that raises is recorded as failed and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from sim2real.progress import fmt_duration
+from sim2real.spec import load_spec
+from sim2real.training import atomic_write_text, write_run_info
+from sim2real.transfer import STRATEGIES, TransferConfig, TransferError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STRATEGIES = ["zero-shot", "freeze", "finetune", "scratch"]
+
+
+@dataclass
+class StudyConfig:
+    task: str = "hopper"
+    policy: str | None = None  # default: the zoo's DR policy for the task
+    targets: list[str] = field(default_factory=lambda: ["real"])
+    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    seeds: int = 3
+    budget: str | int = "small"
+    workers: int = 0  # 0: one per core
+    threshold_fraction: float = 0.9
+    eval_every: int | None = None
+    eval_episodes: int | None = None
+    robustness_policies: list[str] = field(default_factory=list)
+    robustness_param: str | None = None
+
+    def resolved_policy(self) -> str:
+        if self.policy:
+            return self.policy
+        zoo = ROOT / "policies" / f"{self.task}-dr"
+        if not zoo.exists():
+            raise TransferError(f"no pretrained policy given and {zoo} does not exist; pass --policy or run "
+                                f"`python scripts/make_zoo.py {self.task}`")
+        return str(zoo)
+
+
+@dataclass
+class RunSpec:
+    target: str
+    strategy: str
+    seed: int
+
+    def dir(self, study_dir: Path) -> Path:
+        return study_dir / "runs" / self.target / self.strategy / f"s{self.seed}"
+
+
+def grid(cfg: StudyConfig) -> list[RunSpec]:
+    spec = load_spec(cfg.task)
+    for t in cfg.targets:
+        spec.target(t)
+    for s in cfg.strategies:
+        if s not in STRATEGIES:
+            raise TransferError(f"--strategies: unknown strategy {s!r}; allowed: {', '.join(STRATEGIES)}")
+    # Zero-shot first (seconds each), then the training runs, longest-first is unknown so keep grid order.
+    order = sorted(cfg.strategies, key=lambda s: s != "zero-shot")
+    return [RunSpec(t, s, seed) for s in order for t in cfg.targets for seed in range(cfg.seeds)]
+
+
+def _run_one(policy: str, run: RunSpec, run_dir: str, budget: str | int, eval_every, eval_episodes) -> dict:
+    """Worker: one transfer run. Returns a status dict; never raises (the study goes on)."""
+    t0 = time.monotonic()
+    try:
+        from sim2real.transfer import transfer
+
+        cfg = TransferConfig(policy=policy, target=run.target, strategy=run.strategy, budget=budget, seed=run.seed,
+                             eval_every=eval_every, eval_episodes=eval_episodes, threads=1)
+        transfer(cfg, out=run_dir, quiet=True)
+        return {"ok": True, "seconds": time.monotonic() - t0}
+    except Exception:  # noqa: BLE001 - recorded in the run folder and reported
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
+        return {"ok": False, "seconds": time.monotonic() - t0, "error": traceback.format_exc().splitlines()[-1]}
+
+
+def _set_aside(run_dir: Path, study_dir: Path) -> None:
+    """Move an unfinished run out of the way (it is redone); nothing is deleted."""
+    dest = study_dir / "_incomplete" / f"{run_dir.relative_to(study_dir / 'runs').as_posix().replace('/', '-')}-{int(time.time())}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(run_dir), dest)
+
+
+class StudyProgress:
+    """Runs done / running / failed with an overall ETA."""
+
+    def __init__(self, total: int, workers: int, skipped: int):
+        self.total, self.workers, self.skipped = total, workers, skipped
+        self.done = self.failed = self.running = 0
+        self.durations: list[float] = []
+        self.t0 = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def show(self, last: str = "") -> None:
+        remaining = self.total - self.skipped - self.done - self.failed
+        mean = sum(self.durations) / len(self.durations) if self.durations else None
+        eta = fmt_duration(mean * remaining / max(self.workers, 1)) if mean else "?"
+        line = (f"study: {self.done + self.skipped}/{self.total} done ({self.skipped} from before), "
+                f"{self.running} running, {self.failed} failed, elapsed {fmt_duration(time.monotonic() - self.t0)}, "
+                f"ETA {eta}  {last}")
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = False) -> Path:
+    """Run (or resume) a study and write its metrics and report; returns the study folder."""
+    spec = load_spec(cfg.task)
+    policy = cfg.resolved_policy()
+    budget = spec.budget(cfg.budget)
+    study_dir = Path(out) if out else Path("runs") / "study" / f"{cfg.task}-{cfg.budget}"
+    study_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(study_dir, {**asdict(cfg), "policy": policy, "budget_steps": budget})
+    os.replace(study_dir / "run.json", study_dir / "study.json")
+
+    runs = grid(cfg)
+    todo = []
+    for r in runs:
+        d = r.dir(study_dir)
+        if (d / "result.json").exists():
+            continue
+        if d.exists():
+            _set_aside(d, study_dir)
+        todo.append(r)
+    workers = cfg.workers or os.cpu_count() or 1
+    progress = StudyProgress(len(runs), min(workers, max(len(todo), 1)), len(runs) - len(todo))
+    if not quiet:
+        print(f"study {study_dir}: {len(runs)} runs ({len(todo)} to do) on {progress.workers} worker processes, "
+              f"budget {budget:,} target steps, policy {policy}", file=sys.stderr)
+    failures: list[str] = []
+    if todo:
+        # Spawned workers: each starts clean with one torch thread (fork after torch init is fragile).
+        with ProcessPoolExecutor(max_workers=progress.workers, mp_context=get_context("spawn")) as pool:
+            pending: dict[Future, RunSpec] = {}
+            queue = list(todo)
+            while queue or pending:
+                while queue and len(pending) < progress.workers:
+                    r = queue.pop(0)
+                    fut = pool.submit(_run_one, policy, r, str(r.dir(study_dir)), cfg.budget, cfg.eval_every,
+                                      cfg.eval_episodes)
+                    pending[fut] = r
+                progress.running = len(pending)
+                if not quiet:
+                    progress.show()
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    r = pending.pop(fut)
+                    try:
+                        status = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker process died
+                        status = {"ok": False, "seconds": 0.0, "error": f"worker died: {exc!r}"}
+                    label = f"{r.target}/{r.strategy}/s{r.seed}"
+                    if status["ok"]:
+                        progress.done += 1
+                        progress.durations.append(status["seconds"])
+                    else:
+                        progress.failed += 1
+                        failures.append(f"{label}: {status['error']}")
+                    progress.running = len(pending)
+                    if not quiet:
+                        progress.show(f"last: {label} {'ok' if status['ok'] else 'FAILED'} in {status['seconds']:.0f}s")
+        if not quiet and progress.tty:
+            sys.stderr.write("\n")
+    for f in failures:
+        print(f"failed run: {f}", file=sys.stderr)
+
+    from sim2real.report import build_report
+
+    build_report(study_dir, threshold_fraction=cfg.threshold_fraction)
+    return study_dir

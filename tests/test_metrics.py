@@ -1,0 +1,71 @@
+"""Metric functions against hand-computed curves."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim2real.metrics import (
+    Curve,
+    area_ratio,
+    area_under_curve,
+    iqm_interval,
+    probability_of_improvement,
+    speedup,
+    strategy_metrics,
+    time_to_threshold,
+)
+
+STEPS = [0, 10, 20, 30]
+
+
+def test_area_under_curve_trapezoid_by_hand():
+    # (0+10)/2*10 + (10+20)/2*10 + (20+20)/2*10 = 50 + 150 + 200
+    assert area_under_curve(Curve(STEPS, [0, 10, 20, 20])) == pytest.approx(400)
+
+
+def test_single_point_curve_is_held_flat():
+    assert area_under_curve(Curve([0], [5.0]), until=30) == pytest.approx(150)
+
+
+def test_area_ratio_by_hand():
+    transfer = Curve(STEPS, [20, 20, 20, 20])  # area 600
+    scratch = Curve(STEPS, [0, 10, 20, 20])  # area 400
+    assert area_ratio(transfer, scratch) == pytest.approx(0.5)
+
+
+def test_time_to_threshold_and_a_curve_that_never_reaches_it():
+    assert time_to_threshold(Curve(STEPS, [0, 10, 20, 20]), 15) == 20
+    assert time_to_threshold(Curve(STEPS, [0, 1, 2, 3]), 15) is None
+    assert speedup(10.0, 20.0) == 2.0
+    assert speedup(None, 20.0) is None and speedup(10.0, None) is None
+    assert speedup(0.0, 20.0) == math.inf
+
+
+def test_strategy_metrics_against_scratch_by_hand():
+    scratch = [Curve(STEPS, [0, 10, 20, 20]), Curve(STEPS, [0, 10, 20, 20])]
+    transfer = [Curve(STEPS, [16, 20, 20, 20]), Curve(STEPS, [16, 20, 20, 20])]
+    m = strategy_metrics(transfer, scratch)
+    assert m["jumpstart"] == pytest.approx(16)
+    # final = mean of the last 3 evaluations: transfer 20, scratch (10+20+20)/3
+    assert m["asymptotic_gain"] == pytest.approx(20 - 50 / 3)
+    assert m["threshold"] == pytest.approx(0.9 * 50 / 3)
+    assert m["time_to_threshold"] == 0 and m["scratch_time_to_threshold"] == 20
+    assert m["speedup"] == math.inf
+    assert m["prob_improvement"] == pytest.approx(1.0)
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        scores = rng.normal(100, 30, size=5)
+        point, lo, hi = iqm_interval(scores, reps=500)
+        assert lo <= point <= hi
+        p, plo, phi = probability_of_improvement(scores + 10, scores, reps=500)
+        assert plo <= p <= phi and 0 <= p <= 1
+
+
+def test_probability_of_improvement_is_one_half_for_identical_runs():
+    assert probability_of_improvement([1, 2, 3], [1, 2, 3], reps=200)[0] == pytest.approx(0.5)
