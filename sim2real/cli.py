@@ -125,6 +125,33 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {path.with_suffix('.html')}  (and {path.name}, metrics.json)")
 
 
+def _cmd_robustness(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from sim2real.evaluation import plot_robustness, robustness_sweep
+    from sim2real.training import atomic_write_text
+
+    if args.range[0] > args.range[1] or args.range[0] <= 0:
+        raise UserError(f"--range {args.range[0]} {args.range[1]}: need 0 < LO <= HI (scales of the nominal value)")
+    sweep = robustness_sweep(args.policies, args.param, args.range[0], args.range[1], args.points, args.episodes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "robustness.json", json.dumps(sweep, indent=2))
+    plot = plot_robustness(sweep, out / "robustness.png")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"zero-shot return vs {args.param}")
+    table.add_column("scale")
+    for label in sweep["policies"]:
+        table.add_column(label)
+    for i, s in enumerate(sweep["scales"]):
+        table.add_row(f"{s:.2f}", *[f"{r['mean'][i]:.0f}" for r in sweep["policies"].values()])
+    Console().print(table)
+    print(f"plot: {plot}  data: {out / 'robustness.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sim2real", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -198,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir")
     r.add_argument("--threshold", type=float, default=0.9)
     r.set_defaults(func=_cmd_report)
+
+    rb = sub.add_parser("robustness", help="zero-shot return across a sweep of one physical parameter")
+    rb.add_argument("policies", nargs="+", help="pretrained policies to compare (e.g. policies/hopper-dr policies/hopper-nominal)")
+    rb.add_argument("--param", required=True, help="FIELD/NAME, e.g. body_mass/torso, geom_friction/floor, actuator_gear")
+    rb.add_argument("--range", nargs=2, type=float, required=True, metavar=("LO", "HI"), help="scales of the nominal value")
+    rb.add_argument("--points", type=int, default=7)
+    rb.add_argument("--episodes", type=int, default=5)
+    rb.add_argument("--out", default="runs/robustness", help="folder for robustness.json/png (a study folder adds it to the report)")
+    rb.set_defaults(func=_cmd_robustness)
     return p
 
 

@@ -12,6 +12,29 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 
+BLOCK = 1024  # noise is drawn in blocks: one generator call per 1024 steps instead of one per step
+
+
+class _NoiseBlock:
+    """Standard-normal (or uniform) draws from an env generator, served one row at a time."""
+
+    def __init__(self, shape: tuple[int, ...], kind: str = "normal"):
+        self.shape, self.kind = shape, kind
+        self._block: np.ndarray | None = None
+        self._i = BLOCK
+
+    def reset(self) -> None:
+        self._i = BLOCK  # a new episode draws afresh, so an episode depends only on the reset seed
+
+    def next(self, rng: np.random.Generator) -> np.ndarray:
+        if self._i >= BLOCK:
+            size = (BLOCK, *self.shape)
+            self._block = rng.standard_normal(size) if self.kind == "normal" else rng.random(size)
+            self._i = 0
+        row = self._block[self._i]
+        self._i += 1
+        return row
+
 
 class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Add Gaussian noise to every observation, plus a constant bias drawn once per episode.
@@ -30,15 +53,19 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.std = std
         self.bias_std = bias_std
         self.bias = np.zeros(env.observation_space.shape)
+        self._noise = _NoiseBlock(env.observation_space.shape)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
         self.bias = self.np_random.normal(0.0, self.bias_std, self.bias.shape) if self.bias_std else self.bias * 0
+        self._noise.reset()
         return self.observation(obs), info
 
     def observation(self, observation):
-        noise = self.np_random.normal(0.0, self.std, observation.shape) if self.std else 0.0
-        return (observation + self.bias + noise).astype(observation.dtype)
+        out = observation + self.bias
+        if self.std:
+            out += self.std * self._noise.next(self.np_random)
+        return out.astype(observation.dtype, copy=False)
 
 
 class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -56,11 +83,17 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, std=std)
         gym.ActionWrapper.__init__(self, env)
         self.std = std
-        self._scale = (env.action_space.high - env.action_space.low) / 2
+        self._scale = (env.action_space.high - env.action_space.low) / 2 * std
+        self._low, self._high, self._dtype = env.action_space.low, env.action_space.high, env.action_space.dtype
+        self._noise = _NoiseBlock(env.action_space.shape)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._noise.reset()
+        return self.env.reset(seed=seed, options=options)
 
     def action(self, action):
-        noisy = action + self.np_random.normal(0.0, self.std, np.shape(action)) * self._scale
-        return np.clip(noisy, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+        noisy = action + self._noise.next(self.np_random) * self._scale
+        return np.minimum(np.maximum(noisy, self._low), self._high).astype(self._dtype, copy=False)
 
 
 class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -152,9 +185,11 @@ class SensorFaults(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.stuck_prob = stuck_prob
         self.stuck = np.zeros(env.observation_space.shape, dtype=bool)
         self._stuck_values = None
+        self._uniform = _NoiseBlock(env.observation_space.shape, kind="uniform")
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
+        self._uniform.reset()
         self.stuck = self.np_random.random(obs.shape) < self.stuck_prob
         self._stuck_values = obs.copy()
         info["stuck_sensors"] = np.flatnonzero(self.stuck).tolist()
@@ -163,7 +198,7 @@ class SensorFaults(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def observation(self, observation):
         out = np.where(self.stuck, self._stuck_values, observation)
         if self.drop_prob:
-            out = np.where(self.np_random.random(out.shape) < self.drop_prob, 0.0, out)
+            out = np.where(self._uniform.next(self.np_random) < self.drop_prob, 0.0, out)
         return out.astype(observation.dtype)
 
 
@@ -185,11 +220,14 @@ class MotorLimits(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.ActionWrapper.__init__(self, env)
         self.saturation = saturation
         self.dead_zone = dead_zone
-        self._bound = np.maximum(np.abs(env.action_space.low), np.abs(env.action_space.high))
+        bound = np.maximum(np.abs(env.action_space.low), np.abs(env.action_space.high))
+        self._limit = (bound * saturation).astype(env.action_space.dtype)
+        self._dead = (bound * dead_zone).astype(env.action_space.dtype)
+        self._dtype = env.action_space.dtype
 
     def action(self, action):
-        action = np.asarray(action)
-        limit = self._bound * self.saturation
-        out = np.clip(action, -limit, limit)
-        out = np.where(np.abs(action) < self._bound * self.dead_zone, 0.0, out)
-        return out.astype(self.action_space.dtype)
+        action = np.asarray(action, dtype=self._dtype)
+        out = np.minimum(np.maximum(action, -self._limit), self._limit)
+        if self.dead_zone:
+            out[np.abs(action) < self._dead] = 0.0
+        return out

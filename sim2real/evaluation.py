@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -69,3 +70,79 @@ def evaluate(
         done_mask |= dones
     venv.close()
     return EvalResult(returns=returns.tolist(), lengths=lengths.tolist())
+
+
+# ---------------------------------------------------------------- robustness sweeps
+
+
+def parse_param(param: str) -> tuple[str, list[str] | str]:
+    """``body_mass/torso`` -> ("body_mass", ["torso"]); ``actuator_gear`` -> ("actuator_gear", "all")."""
+    field, _, name = param.partition("/")
+    return field, ([name] if name else "all")
+
+
+class ShiftedEnv:
+    """A picklable factory: the task's nominal sim with one parameter scaled by ``value``."""
+
+    def __init__(self, task: str, param: str, value: float):
+        self.task, self.param, self.value = task, param, value
+
+    def __call__(self) -> gym.Env:
+        from sim2real.make import make_target_env
+        from sim2real.randomization import FixedPhysicsShift
+        from sim2real.spec import PhysicsShift, SpecError
+
+        field, names = parse_param(self.param)
+        try:
+            shift = PhysicsShift(field=field, names=names, op="scale", value=self.value)
+        except ValueError as exc:
+            raise SpecError(f"--param {self.param}: {exc}") from None
+        return FixedPhysicsShift(make_target_env(self.task, "nominal"), [shift])
+
+
+def robustness_sweep(policies: list[str], param: str, low: float, high: float, points: int = 7,
+                     episodes: int = 5, seed: int = 30_000) -> dict:
+    """Zero-shot return of each policy across ``points`` scales of one physical parameter (EPOpt's figure)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sim2real.make import make_target_env
+    from sim2real.spec import load_spec
+    from sim2real.training import EnvFactory
+    from sim2real.transfer import TransferConfig, build_model, load_pretrained
+
+    scales = np.linspace(low, high, points).tolist()
+    out: dict = {"param": param, "scales": scales, "episodes": episodes, "policies": {}}
+    for path in policies:
+        pre = load_pretrained(path)
+        spec = load_spec(pre.task)
+        ShiftedEnv(spec.path, param, 1.0)()  # a bad --param fails here, with the valid names
+        home = EnvFactory(make_target_env, spec.path, "nominal")
+        model = build_model(pre, DummyVecEnv([home]), spec, TransferConfig(policy=path), 1, fresh=False)
+        results = [evaluate(model, ShiftedEnv(spec.path, param, s), episodes, obs_rms=pre.obs_rms, seed=seed) for s in scales]
+        label = f"{Path(path).name} ({'DR' if pre.randomize else 'nominal'})"
+        out["policies"][label] = {"path": str(path), "mean": [r.mean for r in results], "std": [r.std for r in results]}
+    return out
+
+
+def plot_robustness(sweep: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x = np.array(sweep["scales"])
+    for label, r in sweep["policies"].items():
+        m, s = np.array(r["mean"]), np.array(r["std"])
+        ax.plot(x, m, marker="o", label=label)
+        ax.fill_between(x, m - s, m + s, alpha=0.15)
+    ax.axvline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xlabel(f"{sweep['param']} (scale of nominal)")
+    ax.set_ylabel(f"zero-shot return (mean ± std, {sweep['episodes']} episodes)")
+    ax.set_title("robustness to one physical parameter")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

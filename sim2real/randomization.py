@@ -41,6 +41,12 @@ _OBJ = {
     "actuator_gear": mujoco.mjtObj.mjOBJ_ACTUATOR,
 }
 _AXES = ["x", "y", "z"]
+_KIND = {
+    mujoco.mjtObj.mjOBJ_BODY: "bodies",
+    mujoco.mjtObj.mjOBJ_GEOM: "geoms",
+    mujoco.mjtObj.mjOBJ_JOINT: "joints",
+    mujoco.mjtObj.mjOBJ_ACTUATOR: "actuators",
+}
 
 
 def element_names(model: mujoco.MjModel, field: str) -> list[str]:
@@ -74,7 +80,7 @@ def _element_indices(model: mujoco.MjModel, field: str, names: list[str] | str) 
         return list(range(len(valid)))
     unknown = [n for n in names if n not in valid]
     if unknown:
-        kind = "axes" if field == "gravity" else mujoco.mjtObj(_OBJ[field]).name.removeprefix("mjOBJ_").lower() + "s"
+        kind = "axes" if field == "gravity" else _KIND[_OBJ[field]]
         raise SpecError(f"{field}: unknown name(s) {unknown}; valid {kind}: {', '.join(valid)}")
     return [valid.index(n) for n in names]
 
@@ -147,26 +153,39 @@ class PhysicsModel:
         return labels, slots
 
     def write(self, field: str, slot: Any, op: str, value: float | np.ndarray) -> None:
-        """Set one element of ``field`` to its nominal value shifted by ``value`` (scale or add)."""
+        """Set one element of ``field`` to its nominal value shifted by ``value`` (scale or add), checked."""
+        index = np.atleast_1d(np.asarray(slot if not isinstance(slot, tuple) else slot[0]))
+        values = np.broadcast_to(np.asarray(value, dtype=float), (index.size, 3) if field == "body_com" else (index.size,))
+        new = self.write_many(field, index, op, values)
+        if new is not None:
+            _check_value(field, new, slot)
+
+    def write_many(self, field: str, index: np.ndarray, op: str, values: np.ndarray) -> np.ndarray | None:
+        """Vectorised write of many elements (the per-reset hot path; validity is checked at build time).
+
+        ``index`` holds bodies, geoms, dofs, actuators or axes; returns the new values (not for body_com).
+        """
         m, nom = self.model, self.nominal
+        if field == "body_com":
+            m.body_ipos[index] = nom["body_ipos"][index] + values
+            return None
+        if field == "gravity":
+            base = nom["gravity"][index]
+            m.opt.gravity[index] = base * values if op == "scale" else base + values
+            return m.opt.gravity[index]
+        if field in ("geom_friction", "actuator_gear"):
+            base = nom[field][index, 0]
+            new = base * values if op == "scale" else base + values
+            getattr(m, field)[index, 0] = new
+            return new
+        base = nom[field][index]
+        new = base * values if op == "scale" else base + values
+        getattr(m, field)[index] = new
         if field == "body_mass":
-            base = nom["body_mass"][slot]
-            new = base * value if op == "scale" else base + value
-            _check_value(field, new, slot)
-            m.body_mass[slot] = new
             # Keep the body's shape: inertia scales with mass.
-            m.body_inertia[slot] = nom["body_inertia"][slot] * (new / base if base > 0 else 1.0)
-        elif field == "body_com":
-            m.body_ipos[slot] = nom["body_ipos"][slot] + value
-        elif field == "gravity":
-            base = nom["gravity"][slot]
-            m.opt.gravity[slot] = base * value if op == "scale" else base + value
-        else:
-            array = getattr(m, field)
-            base = nom[field][slot]
-            new = base * value if op == "scale" else base + value
-            _check_value(field, new, slot)
-            array[slot] = new
+            ratio = np.divide(new, base, out=np.ones_like(new), where=base > 0)
+            m.body_inertia[index] = nom["body_inertia"][index] * ratio[:, None]
+        return new
 
 
 def _check_value(field: str, new: Any, slot: Any) -> None:
@@ -188,7 +207,10 @@ def _sample(rng: np.random.Generator, p: ParamRange, size: int | tuple[int, ...]
 
 
 class PhysicsSampler:
-    """Samples and writes a set of randomised parameters (``ParamRange``) into a model."""
+    """Samples and writes a set of randomised parameters (``ParamRange``) into a model.
+
+    Indices are resolved once; each resample is one vectorised write per entry.
+    """
 
     def __init__(self, physics: PhysicsModel, params: list[ParamRange]):
         self.physics = physics
@@ -198,7 +220,10 @@ class PhysicsSampler:
                 labels, slots = physics.resolve(p.field, p.names)
             except SpecError as exc:
                 raise SpecError(f"randomization.params[{i}].{exc}") from None
-            self.entries.append((p, labels, slots))
+            # Dof fields: a joint may own several dofs, all sharing the joint's draw.
+            counts = np.array([len(s) if isinstance(s, list) else 1 for s in slots])
+            flat = np.array([x for s in slots for x in (s if isinstance(s, list) else [s[0] if isinstance(s, tuple) else s])])
+            self.entries.append((p, labels, counts, flat))
             # Fail at build time, not mid-training, if the range's edge is invalid for this model.
             for value in (p.low, p.high):
                 for slot in slots:
@@ -212,18 +237,19 @@ class PhysicsSampler:
         """Restore the nominal model, draw new values, write them; return them by ``field/name``."""
         self.physics.restore()
         drawn: dict[str, float] = {}
-        for p, labels, slots in self.entries:
-            comp = 3 if p.field == "body_com" else None
-            n = 1 if p.shared else len(slots)
-            values = _sample(rng, p, (n, 3) if comp else n)
-            for k, (label, slot) in enumerate(zip(labels, slots)):
-                v = values[0 if p.shared else k]
-                self.physics.write(p.field, slot, p.op, v)
-                if comp:
+        for p, labels, counts, flat in self.entries:
+            com = p.field == "body_com"
+            n = 1 if p.shared else len(labels)
+            values = _sample(rng, p, (n, 3) if com else n)
+            if p.shared:
+                values = np.repeat(values, len(labels), axis=0)
+            self.physics.write_many(p.field, flat, p.op, np.repeat(values, counts, axis=0))
+            if com:
+                for label, v in zip(labels, values.tolist()):
                     for axis, c in zip(_AXES, v):
-                        drawn[f"{p.field}/{label}/{axis}"] = float(c)
-                else:
-                    drawn[f"{p.field}/{label}"] = float(v)
+                        drawn[f"{p.field}/{label}/{axis}"] = c
+            else:
+                drawn.update(zip((f"{p.field}/{label}" for label in labels), values.tolist()))
         return drawn
 
 

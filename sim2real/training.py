@@ -52,8 +52,10 @@ def algo_kwargs(spec: TaskSpec, algo: str, overrides: dict[str, Any] | None = No
     kwargs: dict[str, Any] = {}
     if algo == spec.pretrain.algo:
         kwargs.update(spec.pretrain.hyperparams)
-        kwargs["policy_kwargs"] = policy_kwargs_from_spec(spec.pretrain.policy_kwargs)
+        kwargs["policy_kwargs"] = dict(spec.pretrain.policy_kwargs)
     kwargs.update(overrides or {})
+    if "policy_kwargs" in kwargs:
+        kwargs["policy_kwargs"] = policy_kwargs_from_spec(kwargs["policy_kwargs"])
     return kwargs
 
 

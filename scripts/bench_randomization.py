@@ -1,0 +1,78 @@
+"""Env steps/s with the full randomisation + effects stack against the plain Gymnasium env, side by side.
+
+Usage: python scripts/bench_randomization.py [--steps 20000] [--rounds 5] [TASK ...]
+
+Each round times every variant on the same pre-sampled actions, in alternating
+order, so machine noise hits all of them alike; the table reports the median
+steps/s over rounds and the ratio to plain Gymnasium.
+
+Two comparisons:
+* sim world (randomisation + pushes) against the plain nominal env;
+* target 'real' (shift + effects wrappers) against the plain env with the same
+  shifted physics written straight into its model -- shifted physics changes
+  MuJoCo's own cost (other contacts), which is not the wrappers' overhead.
+
+Random actions end episodes early (tens of steps), so resets weigh far more here
+than with a trained policy's 1000-step episodes: a worst case for the resampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sim2real import make_sim_env, make_target_env  # noqa: E402
+from sim2real.randomization import PhysicsModel, apply_shift  # noqa: E402
+from sim2real.spec import available_tasks, load_spec  # noqa: E402
+
+
+def steps_per_second(env: gym.Env, actions: np.ndarray) -> float:
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for a in actions:
+        _, _, terminated, truncated, _ = env.step(a)
+        if terminated or truncated:
+            env.reset()
+    return len(actions) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tasks", nargs="*", default=available_tasks())
+    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    print("| task | plain steps/s | sim world (DR) | ratio | plain, 'real' physics | target 'real' (all wrappers) | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for task in args.tasks:
+        spec = load_spec(task)
+        shifted = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps)
+        apply_shift(PhysicsModel(shifted.unwrapped.model), list(spec.target("real").physics))
+        variants = {
+            "plain": gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps),
+            "dr": make_sim_env(task),
+            "plain_real": shifted,
+            "real": make_target_env(task, "real"),
+        }
+        rng = np.random.default_rng(0)
+        space = variants["plain"].action_space
+        actions = rng.uniform(space.low, space.high, size=(args.steps, *space.shape)).astype(space.dtype)
+        results: dict[str, list[float]] = {k: [] for k in variants}
+        for r in range(args.rounds):
+            order = list(variants) if r % 2 == 0 else list(reversed(variants))
+            for name in order:
+                results[name].append(steps_per_second(variants[name], actions))
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"| {task} | {med['plain']:,.0f} | {med['dr']:,.0f} | {med['dr'] / med['plain']:.3f} "
+              f"| {med['plain_real']:,.0f} | {med['real']:,.0f} | {med['real'] / med['plain_real']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
