@@ -1,0 +1,71 @@
+"""A tiny study end to end: metrics.json, report.md, report.html with images; resume semantics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sim2real.study import StudyConfig, run_study
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_pretrained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "s"
+    cfg = StudyConfig(task="tests/data/pendulum_norm.yaml", policy=str(tiny_pretrained), targets=["heavy"], strategies=["finetune", "scratch"], seeds=2,
+                      budget=256, workers=2, eval_every=128, eval_episodes=1)
+    run_study(cfg, out=out, quiet=True)
+    return cfg, out
+
+
+def test_study_writes_metrics_and_reports(tiny_study):
+    _, out = tiny_study
+    metrics = json.loads((out / "metrics.json").read_text())
+    finetune = metrics["targets"]["heavy"]["strategies"]["finetune"]
+    assert finetune["seeds"] == 2 and "area_ratio" in finetune and "prob_improvement" in finetune
+    lo, hi = finetune["final_return_ci95"]
+    assert lo <= finetune["final_return_iqm"] <= hi
+    assert metrics["targets"]["heavy"]["case"]["case"] in (1, 2, 3, 4)
+    md = (out / "report.md").read_text()
+    assert "## Metrics" in md and "curves_heavy.png" in md and "Reproducibility" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    assert (out / "curves_heavy.png").stat().st_size > 1000
+
+
+def test_rerun_skips_finished_runs(tiny_study):
+    cfg, out = tiny_study
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/s*/result.json")}
+    assert len(stamps) == 4
+    run_study(cfg, out=out, quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/s*/result.json")} == stamps
+
+
+def test_killed_run_is_set_aside_and_redone(tiny_study):
+    cfg, out = tiny_study
+    killed = out / "runs" / "heavy" / "scratch" / "s1"
+    (killed / "result.json").unlink()  # what a crash mid-run leaves: a folder without result.json
+    (killed / "marker.txt").write_text("partial work")
+    run_study(cfg, out=out, quiet=True)
+    assert (killed / "result.json").exists() and not (killed / "marker.txt").exists()
+    kept = list((out / "_incomplete").glob("*/marker.txt"))
+    assert len(kept) == 1 and kept[0].read_text() == "partial work"
+
+
+def test_report_rebuilds_from_run_folders(tiny_study):
+    from sim2real.report import build_report
+
+    _, out = tiny_study
+    (out / "report.md").unlink()
+    build_report(out)
+    assert (out / "report.md").exists()
+
+
+def test_a_failing_run_is_recorded_not_raised(tmp_path):
+    from sim2real.study import RunSpec, _run_one
+
+    status = _run_one("/nonexistent", RunSpec("heavy", "finetune", 0), str(tmp_path / "r"), 64, 64, 1)
+    assert status["ok"] is False and "no such model" in status["error"]
+    assert "Traceback" in (tmp_path / "r" / "error.txt").read_text()
