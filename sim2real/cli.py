@@ -105,6 +105,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
         threshold_fraction=args.threshold,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
+        robustness=not args.no_robustness,
     )
     try:
         study_dir = run_study(cfg, out=args.out)
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--threshold", type=float, default=0.9, help="time-to-threshold as a fraction of scratch's final")
     st.add_argument("--eval-every", type=int, default=None)
     st.add_argument("--eval-episodes", type=int, default=None)
+    st.add_argument("--no-robustness", action="store_true", help="skip the robustness sweep in the report")
     st.add_argument("--out", default=None, help="study folder (default runs/study/<task>-<budget>)")
     st.set_defaults(func=_cmd_study)
 

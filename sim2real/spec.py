@@ -206,6 +206,20 @@ class Transfer(_Strict):
     hyperparams: dict[str, Any] = {}
 
 
+class Robustness(_Strict):
+    """The physical parameter a study sweeps for its robustness plot (EPOpt's Hopper torso mass)."""
+
+    param: str = Field(description="FIELD/NAME, e.g. body_mass/torso")
+    range: tuple[float, float]
+    points: int = Field(default=7, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> Robustness:
+        if not 0 < self.range[0] <= self.range[1]:
+            raise ValueError(f"range must be 0 < low <= high (scales of the nominal value), got {list(self.range)}")
+        return self
+
+
 class TaskSpec(_Strict):
     name: str
     env_id: str
@@ -218,6 +232,7 @@ class TaskSpec(_Strict):
     targets: dict[str, TargetWorld]
     budgets: Budgets
     solved_return: float | None = Field(default=None, description="return in the nominal sim that counts as competent")
+    robustness: Robustness | None = None
     path: str = ""
 
     @model_validator(mode="after")

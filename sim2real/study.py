@@ -46,8 +46,7 @@ class StudyConfig:
     threshold_fraction: float = 0.9
     eval_every: int | None = None
     eval_episodes: int | None = None
-    robustness_policies: list[str] = field(default_factory=list)
-    robustness_param: str | None = None
+    robustness: bool = True  # sweep the spec's robustness parameter for the report
 
     def resolved_policy(self) -> str:
         if self.policy:
@@ -189,7 +188,27 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
     for f in failures:
         print(f"failed run: {f}", file=sys.stderr)
 
+    if cfg.robustness and spec.robustness and not (study_dir / "robustness.json").exists():
+        _robustness(cfg, spec, policy, study_dir, quiet)
+
     from sim2real.report import build_report
 
     build_report(study_dir, threshold_fraction=cfg.threshold_fraction)
     return study_dir
+
+
+def _robustness(cfg: StudyConfig, spec, policy: str, study_dir: Path, quiet: bool) -> None:
+    """The EPOpt-style plot: zero-shot return across the spec's parameter sweep, DR against nominal pretraining."""
+    from sim2real.evaluation import plot_robustness, robustness_sweep
+
+    policies = [policy]
+    nominal = ROOT / "policies" / f"{cfg.task}-nominal"
+    if nominal.exists() and str(nominal) != policy:
+        policies.append(str(nominal))
+    r = spec.robustness
+    if not quiet:
+        print(f"robustness sweep: {r.param} x {r.range[0]}..{r.range[1]} for {len(policies)} policies", file=sys.stderr)
+    sweep = robustness_sweep(policies, r.param, r.range[0], r.range[1], r.points,
+                             episodes=cfg.eval_episodes or spec.budgets.eval_episodes)
+    atomic_write_text(study_dir / "robustness.json", json.dumps(sweep, indent=2))
+    plot_robustness(sweep, study_dir / "robustness.png")

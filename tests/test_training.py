@@ -1,0 +1,48 @@
+"""Pretraining mechanics: the run folder explains itself; a killed run resumes to the same total."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from stable_baselines3 import PPO
+
+from sim2real.training import PretrainConfig, pretrain
+
+from .conftest import DATA, TINY
+
+
+def cfg(steps=256):
+    return PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=steps, eval_every=128, eval_episodes=1,
+                          checkpoint_every=128, overrides=TINY)
+
+
+def test_run_folder_explains_itself(tiny_pretrained):
+    info = json.loads((tiny_pretrained / "run.json").read_text())
+    assert {"config", "command", "versions", "git_commit", "started"} <= set(info)
+    assert info["config"]["seed"] == 0 and info["versions"]["stable_baselines3"]
+    for name in ("model.zip", "vecnormalize.pkl", "obs_rms.npz", "evaluations.csv", "best.zip"):
+        assert (tiny_pretrained / name).exists(), name
+    assert any((tiny_pretrained / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
+    out = tmp_path / "run"
+    pretrain(cfg(), out=out)
+    # What a kill after the first checkpoint leaves behind: no final model, no later checkpoint.
+    (out / "model.zip").unlink()
+    for f in (out / "checkpoints").glob("step_000000256*"):
+        f.unlink()
+    assert PPO.load(out / "checkpoints" / "step_000000128.zip").num_timesteps == 128
+    with pytest.raises(FileExistsError, match="use --resume"):
+        pretrain(cfg(), out=out)
+    pretrain(cfg(), out=out, resume=True)
+    assert PPO.load(out / "model.zip").num_timesteps == 256
+    assert [p.name for p in (out / "tb").iterdir()] == ["pretrain_1"]
+
+
+def test_finished_run_is_not_overwritten(tiny_pretrained):
+    before = (tiny_pretrained / "model.zip").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        pretrain(cfg(), out=tiny_pretrained)
+    assert (tiny_pretrained / "model.zip").read_bytes() == before
