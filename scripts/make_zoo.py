@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +31,7 @@ from sim2real.evaluation import evaluate  # noqa: E402
 from sim2real.make import make_target_env  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
 from sim2real.training import EnvFactory, save_norm_arrays  # noqa: E402
-from sim2real.transfer import build_model, load_pretrained, TransferConfig  # noqa: E402
+from sim2real.transfer import TransferConfig, build_model, load_pretrained  # noqa: E402
 
 EVAL_EPISODES = 10
 EVAL_SEED = 123_456
@@ -124,7 +123,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
 |---|---|---|
 {rows}
 
-The nominal-sim return {verdict} the bar of {bar} (80% of the RL Zoo's PPO return at 1M steps).
+The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `envs/{task}.yaml`).
 Reproduce: `python scripts/make_zoo.py {task}` (pretrains, then exports and measures).
 """)
 
@@ -148,7 +147,8 @@ def main() -> None:
                 if (run_dir / "model.zip").exists():
                     print(f"{run_dir} is finished; exporting it")
                 else:
-                    subprocess.run(cmd + (["--resume"] if run_dir.exists() else []) + ["--out", str(run_dir)], check=True)
+                    out = str(run_dir.relative_to(ROOT))
+                    subprocess.run(cmd + (["--resume"] if run_dir.exists() else []) + ["--out", out], check=True, cwd=ROOT)
             entry = export(run_dir, ROOT / "policies" / f"{task}-{kind}")
             returns = measure(entry)
             write_card(entry, task, randomize, returns)

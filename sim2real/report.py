@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from sim2real.metrics import Curve, strategy_metrics  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
 from sim2real.training import atomic_write_text  # noqa: E402
-from sim2real.transfer import CASE_STRATEGY, classify  # noqa: E402
+from sim2real.transfer import classify  # noqa: E402
 
 ORDER = ["zero-shot", "freeze", "reinit-top", "finetune", "full", "auto", "scratch"]
 COLORS = {"zero-shot": "#7f7f7f", "scratch": "#d62728", "freeze": "#1f77b4", "finetune": "#2ca02c",

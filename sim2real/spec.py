@@ -8,7 +8,7 @@ file, the field, the value and what would be accepted.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -300,7 +300,7 @@ def load_spec_file(path: str | Path) -> TaskSpec:
         raise SpecError(_format_validation_error(path, exc)) from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_spec(task: str) -> TaskSpec:
     """Load a task by name (``hopper``) from ``envs/``, or from a path to a YAML file."""
     if task.endswith((".yaml", ".yml")) or "/" in task:

@@ -55,7 +55,7 @@ class StudyConfig:
         if not zoo.exists():
             raise TransferError(f"no pretrained policy given and {zoo} does not exist; pass --policy or run "
                                 f"`python scripts/make_zoo.py {self.task}`")
-        return str(zoo)
+        return os.path.relpath(zoo) if zoo.is_relative_to(Path.cwd()) else str(zoo)
 
 
 @dataclass

@@ -304,7 +304,7 @@ class EvalCallback(BaseCallback):
             f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
         self.last = row
         first = next(iter(self.worlds))
-        if self.keep_best and row[first] > self.best:
+        if self.keep_best and row[first] >= self.best:  # ties go to the later, longer-trained policy
             # PPO on locomotion can collapse late; keep the best policy by the first world's return.
             self.best = row[first]
             save_checkpoint(self.model, self.csv.parent, "best")

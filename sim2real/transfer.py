@@ -32,16 +32,16 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sim2real.evaluation import evaluate
 from sim2real.make import make_target_env
 from sim2real.policy import GROUPED, layer_groups, regroup_optimizers, reinitialize, reset_exploration
-from sim2real.spec import SpecError, TaskSpec, load_spec
+from sim2real.spec import TaskSpec, load_spec
 from sim2real.training import (
     OFF_POLICY,
     CheckpointCallback,
     EnvFactory,
     EvalCallback,
+    NormStats,
     ProgressCallback,
     algo_kwargs,
     atomic_write_text,
-    NormStats,
     load_norm_stats,
     make_vec_env,
     norm_paths,
