@@ -72,6 +72,7 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
         norm=args.norm,
         reset_exploration=args.reset_exploration,
         critic_warmup=args.critic_warmup,
+        similarity_threshold=args.similarity,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         import_module=args.import_module,
@@ -106,6 +107,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         robustness=not args.no_robustness,
+        similarity_threshold=args.similarity,
     )
     try:
         study_dir = run_study(cfg, out=args.out)
@@ -191,12 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--feature-layers", type=int, default=1, help="how many lowest hidden layers are 'features'")
     x.add_argument("--lr-scale", type=float, default=0.1, help="finetune: features learn at lr x this")
     x.add_argument("--freeze-layers", type=int, default=0, help="finetune: freeze the k lowest layers")
-    x.add_argument("--reinit-head", action="store_true", help="freeze: re-initialise the head")
+    x.add_argument("--reinit-head", action="store_true", help="freeze: re-initialise the action (output) layer")
     x.add_argument("--freeze-critic-features", action="store_true", help="freeze: freeze the critic's features too")
     x.add_argument("--norm", choices=["frozen", "adapt"], default="frozen",
                    help="observation normalisation on the target: pretraining's statistics frozen, or adapting")
     x.add_argument("--reset-exploration", type=float, default=None, metavar="LOG_STD",
                    help="reset PPO log_std (or SAC log entropy coefficient) to this value")
+    x.add_argument("--similarity", type=float, default=0.25,
+                   help="auto: zero-shot/sim return below this counts as a different task")
     x.add_argument("--critic-warmup", type=int, default=0, help="PPO: updates that train only the critic first")
     x.add_argument("--eval-every", type=int, default=None)
     x.add_argument("--eval-episodes", type=int, default=None)
@@ -219,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--threshold", type=float, default=0.9, help="time-to-threshold as a fraction of scratch's final")
     st.add_argument("--eval-every", type=int, default=None)
     st.add_argument("--eval-episodes", type=int, default=None)
+    st.add_argument("--similarity", type=float, default=0.25,
+                    help="case classification: zero-shot/sim return below this counts as a different task")
     st.add_argument("--no-robustness", action="store_true", help="skip the robustness sweep in the report")
     st.add_argument("--out", default=None, help="study folder (default runs/study/<task>-<budget>)")
     st.set_defaults(func=_cmd_study)

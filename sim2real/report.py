@@ -101,7 +101,7 @@ def pretrained_sim_return(study_dir: Path, study: dict) -> float:
 # ---------------------------------------------------------------- metrics and cases
 
 
-def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9) -> dict:
+def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9, similarity_threshold: float | None = None) -> dict:
     study = json.loads((study_dir / "study.json").read_text())
     cfg = study["config"]
     spec = load_spec(cfg["task"])
@@ -119,7 +119,8 @@ def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9) -> dict:
         entry = {"zero_shot_return": zero_shot, "sim_to_real_gap": sim_return - zero_shot,
                  "task_changed": task_changed, "strategies": strategies}
         if not math.isnan(zero_shot):
-            decision = classify(spec, cfg["budget_steps"], sim_return, zero_shot, task_changed)
+            similarity = similarity_threshold or cfg.get("similarity_threshold", 0.25)
+            decision = classify(spec, cfg["budget_steps"], sim_return, zero_shot, task_changed, similarity)
             entry["case"] = {"case": decision.case, "recommended": decision.strategy, "reason": decision.reason,
                              "large_budget": decision.large_budget, "similar": decision.similar}
             entry["verdict"] = verdict(strategies, decision.strategy)

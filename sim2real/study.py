@@ -44,6 +44,7 @@ class StudyConfig:
     budget: str | int = "small"
     workers: int = 0  # 0: one per core
     threshold_fraction: float = 0.9
+    similarity_threshold: float = 0.25  # zero-shot / sim return below this counts as a different task
     eval_every: int | None = None
     eval_episodes: int | None = None
     robustness: bool = True  # sweep the spec's robustness parameter for the report

@@ -173,6 +173,7 @@ class TransferConfig:
     norm: str = "frozen"  # frozen | adapt
     reset_exploration: float | None = None
     critic_warmup: int = 0
+    similarity_threshold: float = 0.25
     eval_every: int | None = None
     eval_episodes: int | None = None
     import_module: str | None = None
@@ -209,12 +210,14 @@ class CaseDecision:
 
 
 def classify(spec: TaskSpec, budget: int, sim_return: float, zero_shot: float, task_changed: bool,
-             similarity_threshold: float = 0.5) -> CaseDecision:
+             similarity_threshold: float = 0.25) -> CaseDecision:
     """Place a target in one of the four cases from measured quantities.
 
     * budget: large if at least halfway from the spec's small to its large budget;
     * similar: the task's reward is unchanged and the zero-shot return keeps at
-      least ``similarity_threshold`` of the sim return.
+      least ``similarity_threshold`` of the sim return (default 25%: the pretrained
+      policy still does a recognisable part of the job; below that, the shift is
+      large enough that its upper layers are treated as not carrying over).
     """
     threshold_budget = (spec.budgets.small + spec.budgets.large) / 2
     large = budget >= threshold_budget
@@ -253,9 +256,13 @@ def apply_strategy(model, strategy: str, cfg: TransferConfig) -> str:
     scales: dict[str, float] = {}
     if strategy == "freeze":
         frozen = {"actor_features"} | ({"critic_features"} if cfg.freeze_critic_features else set())
-        if cfg.reinit_head:
-            reinitialize(groups, ["actor_head"], seed=cfg.seed)
         what = f"actor features (lowest {cfg.feature_layers} layers) frozen, head trains"
+        if cfg.reinit_head:
+            torch.manual_seed(cfg.seed)
+            for layer in groups.actor_output:
+                if isinstance(layer, torch.nn.Linear):
+                    layer.reset_parameters()  # a new action layer on top of the kept features
+            what += "; action layer re-initialised"
     elif strategy == "finetune":
         scales = {"actor_features": cfg.lr_scale, "critic_features": cfg.lr_scale}
         what = f"all layers train; features at lr x {cfg.lr_scale}"
@@ -328,7 +335,7 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
         if strategy == "auto":
             sim = evaluate(model, EnvFactory(make_target_env, pre.task, "nominal"), eval_episodes,
                            obs_rms=pre.obs_rms, seed=eval_seed)
-            decision = classify(spec, budget, sim.mean, zs.mean, task_changed)
+            decision = classify(spec, budget, sim.mean, zs.mean, task_changed, cfg.similarity_threshold)
             strategy = decision.strategy
             if not quiet:
                 print(f"auto: {decision.reason}")

@@ -46,3 +46,18 @@ def test_finished_run_is_not_overwritten(tiny_pretrained):
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         pretrain(cfg(), out=tiny_pretrained)
     assert (tiny_pretrained / "model.zip").read_bytes() == before
+
+
+def test_off_policy_checkpoints_carry_the_replay_buffer(tmp_path):
+    sac = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", steps=128, eval_every=128, eval_episodes=1,
+                         checkpoint_every=64,
+                         overrides={"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}})
+    out = pretrain(sac, out=tmp_path / "sac")
+    assert list((out / "checkpoints").glob("step_*_replay_buffer.pkl"))
+    (out / "model.zip").unlink()
+    for f in (out / "checkpoints").glob("step_000000128*"):
+        f.unlink()
+    pretrain(sac, out=out, resume=True)
+    from stable_baselines3 import SAC
+
+    assert SAC.load(out / "model.zip").num_timesteps == 128

@@ -141,3 +141,22 @@ def test_loading_never_unpickles(tiny_pretrained, monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
     pre = load_pretrained(tiny_pretrained)
     assert pre.algo == "ppo" and pre.obs_rms is not None
+
+
+def test_reinit_head_replaces_only_the_action_layer(tiny_pretrained, tmp_path):
+    from stable_baselines3 import PPO
+
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="freeze", reinit_head=True, budget=64,
+                         overrides={"learning_rate": 0.0}, **FAST)
+    run = transfer(cfg, out=tmp_path / "rh", quiet=True)
+    pre = load_pretrained(tiny_pretrained).state_dict
+    sd = PPO.load(run / "model.zip").policy.state_dict()
+    assert not torch.equal(sd["action_net.weight"], pre["action_net.weight"])
+    assert torch.equal(sd["mlp_extractor.policy_net.2.weight"], pre["mlp_extractor.policy_net.2.weight"])
+
+
+def test_python_api_mirrors_the_cli(tiny_pretrained, tmp_path):
+    import sim2real
+
+    run = sim2real.transfer(tiny_pretrained, target="heavy", strategy="zero-shot", out=tmp_path / "api", **FAST)
+    assert (run / "result.json").exists()
