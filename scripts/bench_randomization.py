@@ -12,8 +12,12 @@ Two comparisons:
   shifted physics written straight into its model -- shifted physics changes
   MuJoCo's own cost (other contacts), which is not the wrappers' overhead.
 
-Random actions end episodes early (tens of steps), so resets weigh far more here
-than with a trained policy's 1000-step episodes: a worst case for the resampling.
+Randomised physics changes MuJoCo's own cost too (other masses, other contacts), so
+the first DR column mixes physics and overhead. The "DR machinery" column runs the
+full randomisation stack with every range collapsed to the nominal value (scale 1,
+offset 0): every sample, write and info entry happens, the physics stays nominal --
+that ratio is the stack's own cost. Random actions end episodes early (tens of
+steps), so resets weigh far more here than with a trained policy's 1000-step episodes.
 """
 
 from __future__ import annotations
@@ -43,14 +47,33 @@ def steps_per_second(env: gym.Env, actions: np.ndarray) -> float:
     return len(actions) / (time.perf_counter() - t0)
 
 
+def collapsed(spec):
+    """The spec with every randomisation range collapsed onto the nominal value (and pushes of 0 N)."""
+    params = [p.model_copy(update={"low": 1.0 if p.op == "scale" else 0.0, "high": 1.0 if p.op == "scale" else 0.0,
+                                   "distribution": "uniform"}) for p in spec.randomization.params]
+    pushes = spec.randomization.pushes
+    if pushes is not None:
+        pushes = pushes.model_copy(update={"force": (0.0, 0.0)})
+    return spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"params": params, "pushes": pushes})})
+
+
+def reset_us(env: gym.Env, n: int = 500) -> float:
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        env.reset()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tasks", nargs="*", default=available_tasks())
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
-    print("| task | plain steps/s | sim world (DR) | ratio | plain, 'real' physics | target 'real' (all wrappers) | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | plain steps/s | sim world (DR) | ratio | DR machinery, nominal physics | ratio "
+          "| plain, 'real' physics | target 'real' (all wrappers) | ratio | reset µs plain / DR |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
         spec = load_spec(task)
         shifted = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps)
@@ -58,6 +81,7 @@ def main() -> None:
         variants = {
             "plain": gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps),
             "dr": make_sim_env(task),
+            "machinery": make_sim_env(collapsed(spec)),
             "plain_real": shifted,
             "real": make_target_env(task, "real"),
         }
@@ -70,8 +94,12 @@ def main() -> None:
             for name in order:
                 results[name].append(steps_per_second(variants[name], actions))
         med = {k: statistics.median(v) for k, v in results.items()}
+        r_plain = statistics.median(reset_us(variants["plain"]) for _ in range(3))
+        r_dr = statistics.median(reset_us(variants["machinery"]) for _ in range(3))
         print(f"| {task} | {med['plain']:,.0f} | {med['dr']:,.0f} | {med['dr'] / med['plain']:.3f} "
-              f"| {med['plain_real']:,.0f} | {med['real']:,.0f} | {med['real'] / med['plain_real']:.3f} |", flush=True)
+              f"| {med['machinery']:,.0f} | {med['machinery'] / med['plain']:.3f} "
+              f"| {med['plain_real']:,.0f} | {med['real']:,.0f} | {med['real'] / med['plain_real']:.3f} "
+              f"| {r_plain:,.0f} / {r_dr:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

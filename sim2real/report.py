@@ -235,7 +235,7 @@ def _fmt(v, digits: int = 1) -> str:
     if isinstance(v, float) and math.isnan(v):
         return "n/a"
     if isinstance(v, (int, float)):
-        return f"{v:,.{digits}f}"
+        return f"{0.0 if round(v, digits) == 0 else v:,.{digits}f}"  # no "-0"
     return str(v)
 
 
