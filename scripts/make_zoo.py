@@ -135,15 +135,23 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export-only", action="store_true", help="export existing runs, do not train")
     p.add_argument("--only", choices=["dr", "nominal"], default=None)
+    p.add_argument("--run", default=None, help="with --export-only and --only: export this run folder")
+    p.add_argument("--dr-from-nominal", action="store_true",
+                   help="a curriculum: train nominal first, then start the DR run from its best checkpoint")
     args = p.parse_args()
     for task in args.tasks:
-        for randomize in (True, False):
+        for randomize in (False, True):
             kind = "dr" if randomize else "nominal"
             if args.only and args.only != kind:
                 continue
             run_dir = ROOT / "runs" / "pretrain" / f"{task}-{kind}-{load_spec(task).pretrain.algo}-s{args.seed}"
+            if args.run:
+                run_dir = Path(args.run).resolve()
             if not args.export_only:
                 cmd = pretrain_command(task, randomize, args.steps, args.seed)
+                if randomize and args.dr_from_nominal:
+                    nominal = run_dir.with_name(run_dir.name.replace("-dr-", "-nominal-"))
+                    cmd += ["--init-from", str((nominal / "best.zip").relative_to(ROOT))]
                 if (run_dir / "model.zip").exists():
                     print(f"{run_dir} is finished; exporting it")
                 else:

@@ -50,6 +50,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         overrides=parse_overrides(args.set),
+        init_from=args.init_from,
     )
     run_dir = pretrain(cfg, out=args.out, resume=args.resume)
     print(f"pretrained policy: {run_dir}/model.zip  (TensorBoard: tensorboard --logdir {run_dir})")
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run folder (default runs/pretrain/<task>-<dr|nominal>-<algo>-s<seed>)")
     t.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
+    t.add_argument("--init-from", default=None, metavar="POLICY",
+                   help="start from this policy's weights and statistics (e.g. nominal first, then randomised)")
     t.set_defaults(func=_cmd_pretrain)
 
     from sim2real.transfer import STRATEGIES
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (SpecError, UserError, FileExistsError, FileNotFoundError) as exc:
+    except (SpecError, UserError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"sim2real {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -304,7 +304,8 @@ class EvalCallback(BaseCallback):
             f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
         self.last = row
         first = next(iter(self.worlds))
-        if self.keep_best and row[first] >= self.best:  # ties go to the later, longer-trained policy
+        # Step 0 is the starting point, not a trained policy (with --init-from it is another run's).
+        if self.keep_best and self.num_timesteps > 0 and row[first] >= self.best:  # ties: the later policy
             # PPO on locomotion can collapse late; keep the best policy by the first world's return.
             self.best = row[first]
             save_checkpoint(self.model, self.csv.parent, "best")
@@ -376,6 +377,21 @@ class PretrainConfig:
     eval_episodes: int = 5
     checkpoint_every: int = 50_000
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # start from a pretrained policy's weights and statistics (a curriculum)
+
+
+def _init_from(model: BaseAlgorithm, venv: VecEnv, path: str) -> None:
+    """Load another run's weights (weights only) and normalisation statistics into a fresh model."""
+    from sim2real.transfer import load_pretrained
+
+    pre = load_pretrained(path)
+    try:
+        model.policy.load_state_dict(pre.state_dict)
+    except RuntimeError as exc:
+        raise ValueError(f"--init-from {path}: its network does not match this run's: {exc}") from None
+    if isinstance(venv, VecNormalize) and pre.norm is not None:
+        pre.norm.apply(venv)
+    print(f"initialised from {pre.path}")
 
 
 def default_pretrain_dir(cfg: PretrainConfig, algo: str) -> Path:
@@ -430,6 +446,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
         print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}")
     else:
         model = cls("MlpPolicy", venv, seed=cfg.seed, device="cpu", tensorboard_log=str(run_dir / "tb"), **kwargs)
+        if cfg.init_from:
+            _init_from(model, venv, cfg.init_from)
 
     # ---- callbacks and learning
     eval_every = cfg.eval_every or max(total // 50, 1000)
