@@ -133,19 +133,20 @@ def regroup_optimizers(
     groups: LayerGroups,
     lr_scales: dict[str, float],
     frozen: set[str],
+    frozen_params: list[nn.Parameter] = (),
 ) -> None:
     """Rebuild SB3's optimisers with one param group per layer group.
 
     Args:
         lr_scales: group name -> factor on the algorithm's learning rate (default 1).
         frozen: groups to freeze: ``requires_grad=False`` and left out of the optimiser.
+        frozen_params: further parameters to freeze the same way (e.g. the k lowest layers).
     """
     owner = groups.group_of()
     for p in model.policy.parameters():
         p.requires_grad_(True)
-    for g in frozen:
-        for p in groups.params_of(g):
-            p.requires_grad_(False)
+    for p in [q for g in frozen for q in groups.params_of(g)] + list(frozen_params):
+        p.requires_grad_(False)
     for path, (old, params) in _optimizers(model).items():
         buckets: dict[str, list[nn.Parameter]] = {}
         for p in params:

@@ -251,8 +251,11 @@ def build_model(pre: Pretrained, venv, spec: TaskSpec, cfg: TransferConfig, budg
 
 def apply_strategy(model, strategy: str, cfg: TransferConfig) -> str:
     """Set freezing, learning-rate scales and re-initialisation; return a one-line description."""
+    if strategy == "scratch":
+        return "a fresh policy"
     groups = layer_groups(model, cfg.feature_layers)
     frozen: set[str] = set()
+    frozen_params: list = []
     scales: dict[str, float] = {}
     if strategy == "freeze":
         frozen = {"actor_features"} | ({"critic_features"} if cfg.freeze_critic_features else set())
@@ -267,9 +270,8 @@ def apply_strategy(model, strategy: str, cfg: TransferConfig) -> str:
         scales = {"actor_features": cfg.lr_scale, "critic_features": cfg.lr_scale}
         what = f"all layers train; features at lr x {cfg.lr_scale}"
         if cfg.freeze_layers:
-            low = layer_groups(model, cfg.freeze_layers)
-            for p in low.params_of("actor_features") + low.params_of("critic_features"):
-                p.requires_grad_(False)
+            lowest = layer_groups(model, cfg.freeze_layers)
+            frozen_params = lowest.params_of("actor_features") + lowest.params_of("critic_features")
             what += f"; lowest {cfg.freeze_layers} layers frozen"
     elif strategy == "reinit-top":
         frozen = {"actor_features", "critic_features"}
@@ -277,19 +279,9 @@ def apply_strategy(model, strategy: str, cfg: TransferConfig) -> str:
         what = f"lowest {cfg.feature_layers} layers kept and frozen; everything above re-initialised"
     elif strategy == "full":
         what = "all layers train at the full rate"
-    else:  # scratch
-        return "a fresh policy"
-    extra_frozen = {id(p) for p in model.policy.parameters() if not p.requires_grad}
-    regroup_optimizers(model, groups, scales, frozen)
-    for p in model.policy.parameters():
-        if id(p) in extra_frozen:
-            p.requires_grad_(False)
-    if extra_frozen:  # --freeze-layers: drop those parameters from the optimiser too
-        for opt in [getattr(model.policy, "optimizer", None), getattr(getattr(model.policy, "actor", None), "optimizer", None),
-                    getattr(getattr(model.policy, "critic", None), "optimizer", None)]:
-            if opt is not None:
-                for g in opt.param_groups:
-                    g["params"] = [p for p in g["params"] if id(p) not in extra_frozen]
+    else:
+        raise TransferError(f"strategy {strategy!r} has no training recipe")
+    regroup_optimizers(model, groups, scales, frozen, frozen_params)
     return what
 
 
