@@ -167,7 +167,8 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
                 progress.running = len(pending)
                 if not quiet:
                     progress.show()
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                # Wake up now and then so the elapsed time and ETA keep moving on a terminal.
+                finished, _ = wait(pending, timeout=5 if progress.tty else 60, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     r = pending.pop(fut)
                     try:
