@@ -178,7 +178,8 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
                     label = f"{r.target}/{r.strategy}/s{r.seed}"
                     if status["ok"]:
                         progress.done += 1
-                        progress.durations.append(status["seconds"])
+                        if r.strategy != "zero-shot":  # seconds, not minutes: it would skew the ETA
+                            progress.durations.append(status["seconds"])
                     else:
                         progress.failed += 1
                         failures.append(f"{label}: {status['error']}")
