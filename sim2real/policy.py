@@ -211,6 +211,8 @@ class LayerGroupLRMixin:
                 if warming and str(g.get("name", "")).startswith("actor"):
                     scale = 0.0
                 g["lr"] *= scale
+                if "name" in g:
+                    self.logger.record(f"train/lr/{g['name']}", g["lr"])
 
     def get_parameters(self) -> dict[str, dict]:
         """State dicts as SB3 would write them: each optimiser in its single-group standard form.
