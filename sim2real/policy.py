@@ -24,7 +24,7 @@ the output layers are the *head*.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from stable_baselines3 import PPO, SAC, TD3
@@ -47,7 +47,6 @@ class LayerGroups:
     critic_hidden: list[list[nn.Linear]]  # one list per critic (SAC/TD3 have two Q-networks)
     critic_output: list[nn.Module]
     feature_layers: int = 1
-    extra_params: list[nn.Parameter] = field(default_factory=list)
 
     @property
     def n_hidden(self) -> int:

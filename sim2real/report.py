@@ -130,27 +130,27 @@ def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9, similarity
 
 def verdict(strategies: dict, recommended: str) -> dict:
     """Did the measured results agree with the textbook recommendation? Said plainly."""
-    trained = {s: m for s, m in strategies.items()}
-    best = max(trained, key=lambda s: trained[s]["final_return_iqm"])
-    lo_best = trained[best]["final_return_ci95"][0]
+    measured = strategies
+    best = max(measured, key=lambda s: measured[s]["final_return_iqm"])
+    lo_best = measured[best]["final_return_ci95"][0]
     v: dict = {"best_measured": best}
-    if recommended not in trained:
+    if recommended not in measured:
         v["agrees"] = None
         v["text"] = f"The recommended strategy ({recommended}) was not part of this study; the best measured was {best}."
         return v
-    rec = trained[recommended]
+    rec = measured[recommended]
     tied = rec["final_return_ci95"][1] >= lo_best
     v["agrees"] = best == recommended or tied
     if best == recommended:
         v["text"] = f"Held: {recommended}, the recommended strategy, had the highest final return."
     elif tied:
         v["text"] = (f"Held within noise: {best} ended highest, but {recommended}'s 95% interval overlaps it "
-                     f"({rec['final_return_iqm']:.0f} vs {trained[best]['final_return_iqm']:.0f}).")
+                     f"({rec['final_return_iqm']:.0f} vs {measured[best]['final_return_iqm']:.0f}).")
     else:
         v["text"] = (f"Did not hold: {best} ended clearly above the recommended {recommended} "
-                     f"({trained[best]['final_return_iqm']:.0f} vs {rec['final_return_iqm']:.0f}, intervals apart).")
-    if "finetune" in trained and "freeze" in trained and "prob_improvement" in trained["finetune"]:
-        ft, fr = trained["finetune"]["final_returns"], trained["freeze"]["final_returns"]
+                     f"({measured[best]['final_return_iqm']:.0f} vs {rec['final_return_iqm']:.0f}, intervals apart).")
+    if "finetune" in measured and "freeze" in measured and "prob_improvement" in measured["finetune"]:
+        ft, fr = measured["finetune"]["final_returns"], measured["freeze"]["final_returns"]
         from sim2real.metrics import probability_of_improvement
 
         p, lo, hi = probability_of_improvement(ft, fr)
