@@ -103,9 +103,12 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
         "returns": returns,
         "nominal_return": returns["nominal"]["mean"],
         "solved_return": spec.solved_return,
+        "init_from": run["config"].get("init_from"),
         "measured": time.strftime("%Y-%m-%d"),
     }
     (entry / "card.json").write_text(json.dumps(card, indent=2))
+    init_line = (f"\n- Started from `{card['init_from']}` (a curriculum: the nominal policy first, then these "
+                 "steps under randomisation)") if card["init_from"] else ""
     rows = "\n".join(f"| {w} | {r['mean']:.1f} | {r['std']:.1f} |" for w, r in returns.items())
     bar = spec.solved_return
     verdict = ("meets" if returns["nominal"]["mean"] >= bar else "falls short of") if bar else "has no"
@@ -114,7 +117,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
 - Gymnasium id: `{spec.env_id}`; spec: `envs/{task}.yaml`
 - Trained with: `{card['command']}` (seed {card['seed']})
 - Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps
-  (the best evaluation on the nominal sim during training; PPO can degrade late)
+  (the best evaluation on the nominal sim during training; PPO can degrade late){init_line}
 - Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items() if k != 'platform')}; commit `{card['git_commit']}`
 
 ## Measured returns ({EVAL_EPISODES} episodes, deterministic actions, seed {EVAL_SEED})
@@ -124,7 +127,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
 {rows}
 
 The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `envs/{task}.yaml`).
-Reproduce: `python scripts/make_zoo.py {task}` (pretrains, then exports and measures).
+Reproduce: `python scripts/make_zoo.py {task}{' --dr-from-nominal' if card['init_from'] else ''}` (pretrains, then exports and measures).
 """)
 
 
