@@ -12,7 +12,7 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 
-BLOCK = 1024  # noise is drawn in blocks: one generator call per 1024 steps instead of one per step
+BLOCK = 256  # noise is drawn in blocks: one generator call per 256 steps instead of one per step
 
 
 class _NoiseBlock:
@@ -24,7 +24,7 @@ class _NoiseBlock:
         self._i = BLOCK
 
     def reset(self) -> None:
-        self._i = BLOCK  # a new episode draws afresh, so an episode depends only on the reset seed
+        self._i = BLOCK  # after reset(seed=...) draw afresh, so a seeded episode is reproducible
 
     def next(self, rng: np.random.Generator) -> np.ndarray:
         if self._i >= BLOCK:
@@ -58,7 +58,8 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
         self.bias = self.np_random.normal(0.0, self.bias_std, self.bias.shape) if self.bias_std else self.bias * 0
-        self._noise.reset()
+        if seed is not None:
+            self._noise.reset()
         return self.observation(obs), info
 
     def observation(self, observation):
@@ -88,7 +89,8 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self._noise = _NoiseBlock(env.action_space.shape)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self._noise.reset()
+        if seed is not None:
+            self._noise.reset()
         return self.env.reset(seed=seed, options=options)
 
     def action(self, action):
@@ -189,7 +191,8 @@ class SensorFaults(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        self._uniform.reset()
+        if seed is not None:
+            self._uniform.reset()
         self.stuck = self.np_random.random(obs.shape) < self.stuck_prob
         self._stuck_values = obs.copy()
         info["stuck_sensors"] = np.flatnonzero(self.stuck).tolist()
