@@ -11,3 +11,5 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install --quiet torch==2.13.0
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
+# pyenv only sees new console scripts (the `sim2real` command) after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
