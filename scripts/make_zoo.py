@@ -31,7 +31,7 @@ from sim2real.evaluation import evaluate  # noqa: E402
 from sim2real.make import make_target_env  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
 from sim2real.training import EnvFactory, save_norm_arrays  # noqa: E402
-from sim2real.transfer import TransferConfig, build_model, load_pretrained  # noqa: E402
+from sim2real.transfer import load_for_evaluation  # noqa: E402
 
 EVAL_EPISODES = 10
 EVAL_SEED = 123_456
@@ -72,10 +72,7 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best") -> Path:
 
 def measure(entry: Path, episodes: int = EVAL_EPISODES) -> dict:
     """Return in the nominal sim and zero-shot return on every target world."""
-    pre = load_pretrained(entry)
-    spec = load_spec(pre.task)
-    env_fn = EnvFactory(make_target_env, spec.path, "nominal")
-    model = build_model(pre, DummyVecEnv([env_fn]), spec, TransferConfig(policy=str(entry)), 1, fresh=False)
+    pre, spec, model = load_for_evaluation(entry)
     out = {}
     for world in spec.targets:
         res = evaluate(model, EnvFactory(make_target_env, spec.path, world), episodes, obs_rms=pre.obs_rms, seed=EVAL_SEED)

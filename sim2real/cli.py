@@ -57,7 +57,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_transfer(args: argparse.Namespace) -> None:
-    from sim2real.transfer import TransferConfig, TransferError, transfer
+    from sim2real.transfer import TransferConfig, transfer
 
     cfg = TransferConfig(
         policy=args.policy,
@@ -80,10 +80,7 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
         threads=args.threads,
         overrides=parse_overrides(args.set),
     )
-    try:
-        run_dir = transfer(cfg, out=args.out)
-    except TransferError as exc:
-        raise UserError(str(exc)) from None
+    run_dir = transfer(cfg, out=args.out)
     import json
 
     result = json.loads((run_dir / "result.json").read_text())
@@ -94,7 +91,6 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
 
 def _cmd_study(args: argparse.Namespace) -> None:
     from sim2real.study import StudyConfig, run_study
-    from sim2real.transfer import TransferError
 
     cfg = StudyConfig(
         task=args.task,
@@ -110,10 +106,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
         robustness=not args.no_robustness,
         similarity_threshold=args.similarity,
     )
-    try:
-        study_dir = run_study(cfg, out=args.out)
-    except TransferError as exc:
-        raise UserError(str(exc)) from None
+    study_dir = run_study(cfg, out=args.out)
     print(f"report: {study_dir / 'report.html'}  (and report.md, metrics.json; "
           f"curves: tensorboard --logdir {study_dir})")
 

@@ -103,21 +103,13 @@ class ShiftedEnv:
 def robustness_sweep(policies: list[str], param: str, low: float, high: float, points: int = 7,
                      episodes: int = 5, seed: int = 30_000) -> dict:
     """Zero-shot return of each policy across ``points`` scales of one physical parameter (EPOpt's figure)."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from sim2real.make import make_target_env
-    from sim2real.spec import load_spec
-    from sim2real.training import EnvFactory
-    from sim2real.transfer import TransferConfig, build_model, load_pretrained
+    from sim2real.transfer import load_for_evaluation
 
     scales = np.linspace(low, high, points).tolist()
     out: dict = {"param": param, "scales": scales, "episodes": episodes, "policies": {}}
     for path in policies:
-        pre = load_pretrained(path)
-        spec = load_spec(pre.task)
+        pre, spec, model = load_for_evaluation(path)
         ShiftedEnv(spec.path, param, 1.0)()  # a bad --param fails here, with the valid names
-        home = EnvFactory(make_target_env, spec.path, "nominal")
-        model = build_model(pre, DummyVecEnv([home]), spec, TransferConfig(policy=path), 1, fresh=False)
         results = [evaluate(model, ShiftedEnv(spec.path, param, s), episodes, obs_rms=pre.obs_rms, seed=seed) for s in scales]
         label = f"{Path(path).name} ({'DR' if pre.randomize else 'nominal'})"
         out["policies"][label] = {"path": str(path), "mean": [r.mean for r in results], "std": [r.std for r in results]}

@@ -234,8 +234,11 @@ class PhysicsSampler:
         physics.restore()
 
     def sample_and_apply(self, rng: np.random.Generator) -> dict[str, float]:
-        """Restore the nominal model, draw new values, write them; return them by ``field/name``."""
-        self.physics.restore()
+        """Draw new values and write them (each computed from the nominal arrays); return them by ``field/name``.
+
+        No restore first: every entry overwrites all its elements from the cached nominal values, and
+        elements outside every entry are never touched.
+        """
         drawn: dict[str, float] = {}
         for p, labels, counts, flat in self.entries:
             com = p.field == "body_com"

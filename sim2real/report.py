@@ -80,18 +80,14 @@ def pretrained_sim_return(study_dir: Path, study: dict) -> float:
     cache = study_dir / "pretrained.json"
     if cache.exists():
         return json.loads(cache.read_text())["nominal_return"]
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
     from sim2real.evaluation import evaluate
     from sim2real.make import make_target_env
     from sim2real.training import EnvFactory
-    from sim2real.transfer import TransferConfig, build_model, load_pretrained
+    from sim2real.transfer import load_for_evaluation
 
     cfg = study["config"]
-    pre = load_pretrained(cfg["policy"])
-    spec = load_spec(pre.task)
+    pre, spec, model = load_for_evaluation(cfg["policy"])
     env_fn = EnvFactory(make_target_env, spec.path, "nominal")
-    model = build_model(pre, DummyVecEnv([env_fn]), spec, TransferConfig(policy=cfg["policy"]), 1, fresh=False)
     episodes = cfg.get("eval_episodes") or spec.budgets.eval_episodes
     res = evaluate(model, env_fn, episodes, obs_rms=pre.obs_rms, seed=20_000)
     atomic_write_text(cache, json.dumps({"nominal_return": res.mean, "returns": res.returns, "policy": cfg["policy"]}))
@@ -101,11 +97,12 @@ def pretrained_sim_return(study_dir: Path, study: dict) -> float:
 # ---------------------------------------------------------------- metrics and cases
 
 
-def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9, similarity_threshold: float | None = None) -> dict:
+def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9, similarity_threshold: float | None = None,
+                    runs: dict | None = None) -> dict:
     study = json.loads((study_dir / "study.json").read_text())
     cfg = study["config"]
     spec = load_spec(cfg["task"])
-    runs = collect(study_dir)
+    runs = collect(study_dir) if runs is None else runs
     sim_return = pretrained_sim_return(study_dir, study)
     out = {"task": cfg["task"], "budget_steps": cfg["budget_steps"], "policy": cfg["policy"],
            "sim_return": sim_return, "threshold_fraction": threshold_fraction, "targets": {}}
@@ -287,9 +284,9 @@ def build_report(study_dir: str | Path, threshold_fraction: float = 0.9) -> Path
     """Compute metrics and write metrics.json, the plots, report.md and report.html."""
     study_dir = Path(study_dir)
     study = json.loads((study_dir / "study.json").read_text())
-    metrics = compute_metrics(study_dir, threshold_fraction)
-    atomic_write_text(study_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     runs = collect(study_dir)
+    metrics = compute_metrics(study_dir, threshold_fraction, runs=runs)
+    atomic_write_text(study_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     images = plot_curves(runs, study_dir, metrics["budget_steps"])
     if metrics["targets"]:
         images.append(plot_intervals(metrics, study_dir))

@@ -249,6 +249,16 @@ def build_model(pre: Pretrained, venv, spec: TaskSpec, cfg: TransferConfig, budg
     return model
 
 
+def load_for_evaluation(path: str | Path):
+    """A pretrained policy as a ready SB3 model: ``(pretrained, spec, model)`` (weights only, nothing unpickled)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    pre = load_pretrained(path)
+    spec = load_spec(pre.task)
+    home = DummyVecEnv([EnvFactory(make_target_env, spec.path, "nominal")])
+    return pre, spec, build_model(pre, home, spec, TransferConfig(policy=str(path)), 1, fresh=False)
+
+
 def apply_strategy(model, strategy: str, cfg: TransferConfig) -> str:
     """Set freezing, learning-rate scales and re-initialisation; return a one-line description."""
     if strategy == "scratch":

@@ -10,9 +10,8 @@ import pytest
 
 from sim2real.evaluation import evaluate
 from sim2real.make import make_target_env
-from sim2real.spec import load_spec
 from sim2real.training import EnvFactory
-from sim2real.transfer import TransferConfig, build_model, load_pretrained
+from sim2real.transfer import load_for_evaluation
 
 ZOO = Path(__file__).resolve().parent.parent / "policies"
 ENTRIES = sorted(p.parent for p in ZOO.glob("*/card.json"))
@@ -28,14 +27,10 @@ def test_shipped_policy_matches_its_card(entry, monkeypatch):
 
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
-    pre = load_pretrained(entry)
+    pre, spec, model = load_for_evaluation(entry)
     monkeypatch.undo()
 
-    spec = load_spec(pre.task)
     env_fn = EnvFactory(make_target_env, spec.path, "nominal")
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    model = build_model(pre, DummyVecEnv([env_fn]), spec, TransferConfig(policy=str(entry)), 1, fresh=False)
     result = evaluate(model, env_fn, card["eval_episodes"], obs_rms=pre.obs_rms, seed=card["eval_seed"])
     expected = card["returns"]["nominal"]["mean"]
     assert result.mean == pytest.approx(expected, rel=TOLERANCE, abs=25.0)
