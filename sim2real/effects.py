@@ -26,9 +26,11 @@ class _NoiseBlock:
     def reset(self) -> None:
         self._i = BLOCK  # after reset(seed=...) draw afresh, so a seeded episode is reproducible
 
-    def next(self, rng: np.random.Generator) -> np.ndarray:
+    def next(self, env: gym.Env) -> np.ndarray:
+        """The next row; ``env.np_random`` is only looked up on a refill (the lookup walks the wrapper chain)."""
         if self._i >= BLOCK:
             size = (BLOCK, *self.shape)
+            rng = env.np_random
             self._block = rng.standard_normal(size) if self.kind == "normal" else rng.random(size)
             self._i = 0
         row = self._block[self._i]
@@ -65,7 +67,7 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def observation(self, observation):
         out = observation + self.bias
         if self.std:
-            out += self.std * self._noise.next(self.np_random)
+            out += self.std * self._noise.next(self)
         return out.astype(observation.dtype, copy=False)
 
 
@@ -94,7 +96,7 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return self.env.reset(seed=seed, options=options)
 
     def action(self, action):
-        noisy = action + self._noise.next(self.np_random) * self._scale
+        noisy = action + self._noise.next(self) * self._scale
         return np.minimum(np.maximum(noisy, self._low), self._high).astype(self._dtype, copy=False)
 
 
@@ -120,6 +122,7 @@ class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._queue: deque = deque()
         self._idle = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
         self._idle = np.clip(self._idle, env.action_space.low, env.action_space.high)
+        self._dtype = env.action_space.dtype
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -130,7 +133,7 @@ class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action):
-        self._queue.append(np.asarray(action, dtype=self.action_space.dtype))
+        self._queue.append(np.asarray(action, dtype=self._dtype))
         applied = self._queue.popleft()
         obs, reward, terminated, truncated, info = self.env.step(applied)
         info["applied_action"] = applied
@@ -201,7 +204,7 @@ class SensorFaults(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def observation(self, observation):
         out = np.where(self.stuck, self._stuck_values, observation)
         if self.drop_prob:
-            out = np.where(self._uniform.next(self.np_random) < self.drop_prob, 0.0, out)
+            out = np.where(self._uniform.next(self) < self.drop_prob, 0.0, out)
         return out.astype(observation.dtype)
 
 

@@ -114,29 +114,24 @@ class PhysicsModel:
 
     def __init__(self, model: mujoco.MjModel):
         self.model = model
-        self.nominal = {
-            "body_mass": model.body_mass.copy(),
-            "body_inertia": model.body_inertia.copy(),
-            "body_ipos": model.body_ipos.copy(),
-            "geom_friction": model.geom_friction.copy(),
-            "dof_damping": model.dof_damping.copy(),
-            "dof_armature": model.dof_armature.copy(),
-            "dof_frictionloss": model.dof_frictionloss.copy(),
-            "actuator_gear": model.actuator_gear.copy(),
-            "gravity": model.opt.gravity.copy(),
+        # Views into the model's memory, fetched once: each ``model.<field>`` access builds a new
+        # numpy view through pybind11, which costs more than the write itself on the reset path.
+        self.arrays = {
+            "body_mass": model.body_mass,
+            "body_inertia": model.body_inertia,
+            "body_ipos": model.body_ipos,
+            "geom_friction": model.geom_friction,
+            "dof_damping": model.dof_damping,
+            "dof_armature": model.dof_armature,
+            "dof_frictionloss": model.dof_frictionloss,
+            "actuator_gear": model.actuator_gear,
+            "gravity": model.opt.gravity,
         }
+        self.nominal = {name: array.copy() for name, array in self.arrays.items()}
 
     def restore(self) -> None:
-        m = self.model
-        m.body_mass[:] = self.nominal["body_mass"]
-        m.body_inertia[:] = self.nominal["body_inertia"]
-        m.body_ipos[:] = self.nominal["body_ipos"]
-        m.geom_friction[:] = self.nominal["geom_friction"]
-        m.dof_damping[:] = self.nominal["dof_damping"]
-        m.dof_armature[:] = self.nominal["dof_armature"]
-        m.dof_frictionloss[:] = self.nominal["dof_frictionloss"]
-        m.actuator_gear[:] = self.nominal["actuator_gear"]
-        m.opt.gravity[:] = self.nominal["gravity"]
+        for name, array in self.arrays.items():
+            array[:] = self.nominal[name]
 
     def resolve(self, field: str, names: list[str] | str) -> tuple[list[str], list[Any]]:
         """Element names and the array slots they write for ``field``."""
@@ -165,26 +160,21 @@ class PhysicsModel:
 
         ``index`` holds bodies, geoms, dofs, actuators or axes; returns the new values (not for body_com).
         """
-        m, nom = self.model, self.nominal
+        a, nom = self.arrays, self.nominal
         if field == "body_com":
-            m.body_ipos[index] = nom["body_ipos"][index] + values
+            a["body_ipos"][index] = nom["body_ipos"][index] + values
             return None
-        if field == "gravity":
-            base = nom["gravity"][index]
-            m.opt.gravity[index] = base * values if op == "scale" else base + values
-            return m.opt.gravity[index]
-        if field in ("geom_friction", "actuator_gear"):
-            base = nom[field][index, 0]
-            new = base * values if op == "scale" else base + values
-            getattr(m, field)[index, 0] = new
-            return new
-        base = nom[field][index]
+        column = field in ("geom_friction", "actuator_gear")  # only column 0 (sliding friction, gear ratio)
+        base = nom[field][index, 0] if column else nom[field][index]
         new = base * values if op == "scale" else base + values
-        getattr(m, field)[index] = new
+        if column:
+            a[field][index, 0] = new
+        else:
+            a[field][index] = new
         if field == "body_mass":
             # Keep the body's shape: inertia scales with mass.
-            ratio = np.divide(new, base, out=np.ones_like(new), where=base > 0)
-            m.body_inertia[index] = nom["body_inertia"][index] * ratio[:, None]
+            ratio = values if op == "scale" else np.divide(new, base, out=np.ones_like(new), where=base > 0)
+            a["body_inertia"][index] = nom["body_inertia"][index] * ratio[:, None]
         return new
 
 
@@ -196,64 +186,126 @@ def _check_value(field: str, new: Any, slot: Any) -> None:
         raise SpecError(f"{field}: the shift makes element {slot} negative ({arr.tolist()}); keep it >= 0")
 
 
-def _sample(rng: np.random.Generator, p: ParamRange, size: int | tuple[int, ...]) -> np.ndarray:
-    if p.distribution == "uniform":
-        return rng.uniform(p.low, p.high, size)
-    if p.distribution == "loguniform":
-        return np.exp(rng.uniform(np.log(p.low), np.log(p.high), size))
+def _sample_normal(rng: np.random.Generator, p: ParamRange, size: int | tuple[int, ...]) -> np.ndarray:
     centre = 0.5 * (p.low + p.high)
     std = p.std if p.std is not None else (p.high - p.low) / 4
     return np.clip(rng.normal(centre, std, size), p.low, p.high)
 
 
+# Each randomised number lands in the model as scalar writes ``array[pos] = a * draw + b``: scale is
+# (a, b) = (nominal, 0), add is (1, nominal), and a body's inertia follows its mass with the same form.
+# A reset is then one generator call plus a short Python loop; with a handful of numbers per model
+# that is several times cheaper than a numpy fancy-indexing call per entry.
+_Write = tuple[np.ndarray, int, float, float, int]  # flat array view, position, a, b, index of the draw
+
+
+def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: np.ndarray, draw_of: list[int]) -> list[_Write]:
+    """The scalar writes that put an entry's draws into the model.
+
+    ``draw_of[i]`` is the index of element ``flat[i]``'s draw (of its x draw for ``body_com``; y, z follow).
+    """
+    arrays, nominal = physics.arrays, physics.nominal
+    writes: list[_Write] = []
+
+    def add(name: str, pos: int, a: float, b: float, d: int) -> None:
+        writes.append((arrays[name].reshape(-1), pos, a, b, d))
+
+    for idx, d in zip(flat.tolist(), draw_of):
+        if field == "body_com":  # three draws per body, one per axis, added to the offset
+            for axis in range(3):
+                add("body_ipos", 3 * idx + axis, 1.0, float(nominal["body_ipos"][idx, axis]), d + axis)
+            continue
+        array = nominal[field]
+        columns = array.shape[1] if array.ndim == 2 else 1
+        base = float(array.reshape(-1)[idx * columns])  # column 0: sliding friction, gear ratio
+        add(field, idx * columns, *((base, 0.0) if op == "scale" else (1.0, base)), d)
+        if field == "body_mass":  # inertia scales with mass: I = I0 * m / m0
+            for k in range(3):
+                inertia = float(nominal["body_inertia"][idx, k])
+                ratio_a = inertia if op == "scale" else (inertia / base if base > 0 else 0.0)
+                add("body_inertia", 3 * idx + k, ratio_a, 0.0 if op == "scale" else inertia, d)
+    return writes
+
+
 class PhysicsSampler:
     """Samples and writes a set of randomised parameters (``ParamRange``) into a model.
 
-    Indices are resolved once; each resample is one vectorised write per entry.
+    Everything that does not change between resets is worked out once here: the
+    scalar writes, the ``info`` keys, and the affine map that turns one block of
+    uniform draws into every entry's values (one generator call per reset; clipped
+    normal entries draw their own).
     """
 
     def __init__(self, physics: PhysicsModel, params: list[ParamRange]):
         self.physics = physics
-        self.entries = []
+        self._writes: list[_Write] = []
+        self._keys: list[tuple[str, int]] = []  # info key -> index of its draw
+        self._normal: list[tuple[ParamRange, int, int]] = []  # (param, first draw, count)
+        lows, spans, logs = [], [], []
         for i, p in enumerate(params):
             try:
                 labels, slots = physics.resolve(p.field, p.names)
             except SpecError as exc:
                 raise SpecError(f"randomization.params[{i}].{exc}") from None
+            start = len(lows)
+            com = p.field == "body_com"
+            per_label = 3 if com else 1
+            n = (1 if p.shared else len(labels)) * per_label
+            label_draw = [0 if p.shared else j for j in range(len(labels))]  # in units of per_label draws
             # Dof fields: a joint may own several dofs, all sharing the joint's draw.
-            counts = np.array([len(s) if isinstance(s, list) else 1 for s in slots])
-            flat = np.array([x for s in slots for x in (s if isinstance(s, list) else [s[0] if isinstance(s, tuple) else s])])
-            self.entries.append((p, labels, counts, flat))
-            # Fail at build time, not mid-training, if the range's edge is invalid for this model.
+            flat, draw_of = [], []
+            for slot, d in zip(slots, label_draw):
+                elements = slot if isinstance(slot, list) else [slot[0] if isinstance(slot, tuple) else slot]
+                flat += elements
+                draw_of += [d] * len(elements)
+            def offset(d: int, start: int = start, per_label: int = per_label) -> int:
+                return start + per_label * d
+
+            writes = _affine_writes(physics, p.field, p.op, np.array(flat), [offset(d) for d in draw_of])
+            self._writes += writes
+            for label, d in zip(labels, label_draw):
+                if com:
+                    self._keys += [(f"{p.field}/{label}/{axis}", offset(d) + k) for k, axis in enumerate(_AXES)]
+                else:
+                    self._keys.append((f"{p.field}/{label}", offset(d)))
+            if p.distribution == "normal":
+                self._normal.append((p, start, n))
+                lo, hi, log = 0.0, 0.0, False  # placeholders, overwritten by the normal draws
+            elif p.distribution == "loguniform":
+                lo, hi, log = np.log(p.low), np.log(p.high), True
+            else:
+                lo, hi, log = p.low, p.high, False
+            lows += [lo] * n
+            spans += [hi - lo] * n
+            logs += [log] * n
+            # Fail at build time, not mid-training, if the range's edge is invalid for this model
+            # (every write is affine in the draw, so the edges bound every value in between).
             for value in (p.low, p.high):
                 for slot in slots:
                     try:
                         physics.write(p.field, slot, p.op, value)
                     except SpecError as exc:
                         raise SpecError(f"randomization.params[{i}].{exc}") from None
+        self._low, self._span = np.array(lows, dtype=float), np.array(spans, dtype=float)
+        self._log = np.array(logs, dtype=bool)
+        self._any_log = bool(self._log.any())
         physics.restore()
 
     def sample_and_apply(self, rng: np.random.Generator) -> dict[str, float]:
-        """Draw new values and write them (each computed from the nominal arrays); return them by ``field/name``.
+        """Draw new values and write them (each computed from the nominal values); return them by ``field/name``.
 
-        No restore first: every entry overwrites all its elements from the cached nominal values, and
+        No restore first: every write overwrites its element from the cached nominal value, and
         elements outside every entry are never touched.
         """
-        drawn: dict[str, float] = {}
-        for p, labels, counts, flat in self.entries:
-            com = p.field == "body_com"
-            n = 1 if p.shared else len(labels)
-            values = _sample(rng, p, (n, 3) if com else n)
-            if p.shared:
-                values = np.repeat(values, len(labels), axis=0)
-            self.physics.write_many(p.field, flat, p.op, np.repeat(values, counts, axis=0))
-            if com:
-                for label, v in zip(labels, values.tolist()):
-                    for axis, c in zip(_AXES, v):
-                        drawn[f"{p.field}/{label}/{axis}"] = c
-            else:
-                drawn.update(zip((f"{p.field}/{label}" for label in labels), values.tolist()))
-        return drawn
+        block = self._low + self._span * rng.random(self._low.size)
+        if self._any_log:
+            block[self._log] = np.exp(block[self._log])
+        for p, start, n in self._normal:
+            block[start:start + n] = _sample_normal(rng, p, n)
+        draws = block.tolist()
+        for array, pos, a, b, d in self._writes:
+            array[pos] = a * draws[d] + b
+        return {key: draws[d] for key, d in self._keys}
 
 
 def apply_shift(physics: PhysicsModel, shifts: list[PhysicsShift]) -> dict[str, float]:
@@ -320,7 +372,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        info["randomization"] = dict(self.current)
+        info["randomization"] = dict(self.current)  # a copy: Gymnasium's API forbids infos that share objects
         return obs, reward, terminated, truncated, info
 
 
@@ -372,6 +424,7 @@ class RandomPushes(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if pushes.body not in valid:
             raise SpecError(f"pushes.body: unknown body {pushes.body!r}; valid bodies: {', '.join(valid)}")
         self.body = valid.index(pushes.body)
+        self._xfrc = env.unwrapped.data.xfrc_applied  # a view, fetched once (``unwrapped`` walks the wrapper chain)
         self.pushes = pushes
         self._countdown = 0
         self._remaining = 0
@@ -383,13 +436,12 @@ class RandomPushes(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        self.env.unwrapped.data.xfrc_applied[self.body] = 0.0
+        self._xfrc[self.body] = 0.0
         self._countdown = self._next_interval()
         self._remaining = 0
         return obs, info
 
     def step(self, action):
-        data = self.env.unwrapped.data
         if self._remaining == 0:
             self._countdown -= 1
             if self._countdown <= 0:
@@ -398,11 +450,11 @@ class RandomPushes(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 self._remaining = self.pushes.duration_steps
                 self._countdown = self._next_interval()
         force = self._force if self._remaining > 0 else 0.0
-        data.xfrc_applied[self.body, 0] = force
+        self._xfrc[self.body, 0] = force
         obs, reward, terminated, truncated, info = self.env.step(action)
         if self._remaining > 0:
             self._remaining -= 1
         if self._remaining == 0:
-            data.xfrc_applied[self.body, 0] = 0.0
+            self._xfrc[self.body, 0] = 0.0
         info["push_force"] = force
         return obs, reward, terminated, truncated, info

@@ -74,6 +74,32 @@ def test_add_op_gravity_and_com():
     assert np.all(np.abs(offset) <= 0.02)
 
 
+@pytest.mark.parametrize("op", ["scale", "add"])
+def test_sampler_fast_path_writes_what_the_checked_path_writes(op):
+    # The sampler precomputes scalar writes; they must leave the model exactly as PhysicsModel.write would.
+    lo, hi = (0.5, 2.0) if op == "scale" else (0.01, 0.3)
+    fields = ["body_mass", "geom_friction", "dof_damping", "dof_armature", "dof_frictionloss", "actuator_gear", "gravity"]
+    params = [ParamRange(field=f, names="all", op=op, low=lo, high=hi, distribution=d)
+              for f, d in zip(fields, ["uniform", "loguniform", "normal"] * 3)]
+    params += [ParamRange(field="body_com", names="all", op="add", low=-0.02, high=0.02),
+               ParamRange(field="dof_damping", names=["foot_joint", "leg_joint"], op=op, low=lo, high=hi, shared=True)]
+    physics = PhysicsModel(hopper().unwrapped.model)
+    sampler = PhysicsSampler(physics, params)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        drawn = sampler.sample_and_apply(rng)
+        reference = PhysicsModel(hopper().unwrapped.model)
+        for p in params:
+            labels, slots = reference.resolve(p.field, p.names)
+            for label, slot in zip(labels, slots):
+                value = ([drawn[f"body_com/{label}/{a}"] for a in "xyz"] if p.field == "body_com"
+                         else drawn[f"{p.field}/{label}"])
+                reference.write(p.field, slot, p.op, value)
+        for name, array in physics.arrays.items():
+            np.testing.assert_allclose(array, reference.arrays[name], rtol=1e-12, atol=1e-15, err_msg=name)
+    assert drawn["dof_damping/foot_joint"] == drawn["dof_damping/leg_joint"]
+
+
 def test_all_skips_world_body_and_shared_draws_one_value():
     env = hopper()
     physics = PhysicsModel(env.unwrapped.model)
