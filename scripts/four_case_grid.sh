@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# The four-case grid on Hopper: small and large target budgets x a similar ('real') and a
-# different ('real_backwards') task, every strategy, 3 seeds. About two hours on 2 cores.
-# Results land in docs/results/hopper-grid-{small,large}/ (metrics.json, report.md, report.html).
+# The four-case grid on Hopper: a small and a large target budget x a similar and a different target,
+# every strategy, 3 seeds, from the shipped DR policy (policies/hopper-dr).
+#
+#   similar:   heavy_torso    -- torso x1.2, friction x0.85; the DR policy keeps ~73% of its sim return
+#   different: real_backwards -- the 'real' world, and the reward asks for hopping backwards
+#
+# Hopper's 'real' world is not used as the similar target: the DR policy keeps only ~8% of its sim
+# return there, so the classifier (rightly) calls it a different task, and the grid would then
+# measure cases 2 and 4 twice instead of all four. The default study covers 'real'.
+#
+# Budgets: small = the spec's 20k steps; large = 60k (3x small). A larger large budget would not fit
+# the ~2 h of 2-core compute the grid is sized for; 3x is enough to see whether the ranking changes.
+# Results land in docs/results/hopper-grid-{small,large}/ (metrics.json, report.md, report.html, plots).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for budget in small large; do
-  sim2real study hopper --targets real real_backwards \
+run() {  # name budget eval_every
+  sim2real study hopper --targets heavy_torso real_backwards \
     --strategies zero-shot freeze reinit-top finetune full scratch \
-    --seeds 3 --budget "$budget" --out "runs/study/hopper-grid-$budget"
-  mkdir -p "docs/results/hopper-grid-$budget"
-  cp runs/study/hopper-grid-$budget/{metrics.json,report.md,report.html,study.json,pretrained.json,*.png} \
-     "docs/results/hopper-grid-$budget/"
-done
+    --seeds 3 --budget "$2" --eval-every "$3" --out "runs/study/hopper-grid-$1"
+  mkdir -p "docs/results/hopper-grid-$1"
+  cp runs/study/hopper-grid-$1/{metrics.json,report.md,report.html,study.json,pretrained.json,*.png} \
+     "docs/results/hopper-grid-$1/"
+}
+run small small 2000
+run large 60000 4000

@@ -228,12 +228,12 @@ class MotorLimits(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self.dead_zone = dead_zone
         bound = np.maximum(np.abs(env.action_space.low), np.abs(env.action_space.high))
         self._limit = (bound * saturation).astype(env.action_space.dtype)
+        self._neg_limit = -self._limit
         self._dead = (bound * dead_zone).astype(env.action_space.dtype)
         self._dtype = env.action_space.dtype
 
     def action(self, action):
-        action = np.asarray(action, dtype=self._dtype)
-        out = np.minimum(np.maximum(action, -self._limit), self._limit)
+        out = np.minimum(np.maximum(action, self._neg_limit), self._limit).astype(self._dtype, copy=False)
         if self.dead_zone:
             out[np.abs(action) < self._dead] = 0.0
         return out

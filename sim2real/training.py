@@ -266,6 +266,10 @@ class EvalCallback(BaseCallback):
         self.last: dict[str, float] = {}
         self.best = -float("inf")
         self.keep_best = keep_best
+        best = run_dir / "best.json"
+        if keep_best and best.exists():
+            # A resumed run: only a policy that beats the best so far may replace best.zip.
+            self.best = json.loads(best.read_text()).get(next(iter(worlds)), self.best)
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every) * self.every

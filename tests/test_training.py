@@ -36,9 +36,15 @@ def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
     assert PPO.load(out / "checkpoints" / "step_000000128.zip").num_timesteps == 128
     with pytest.raises(FileExistsError, match="use --resume"):
         pretrain(cfg(), out=out)
+    # The best checkpoint so far must survive a resume whose evaluations do not beat it.
+    best = json.loads((out / "best.json").read_text())
+    (out / "best.json").write_text(json.dumps({**best, "nominal": 1e9}))
+    best_zip = (out / "best.zip").read_bytes()
     pretrain(cfg(), out=out, resume=True)
     assert PPO.load(out / "model.zip").num_timesteps == 256
     assert [p.name for p in (out / "tb").iterdir()] == ["pretrain_1"]
+    assert (out / "best.zip").read_bytes() == best_zip
+    assert json.loads((out / "best.json").read_text())["nominal"] == 1e9
 
 
 def test_finished_run_is_not_overwritten(tiny_pretrained):
