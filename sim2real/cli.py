@@ -100,6 +100,8 @@ def _cmd_study(args: argparse.Namespace) -> None:
         seeds=args.seeds,
         budget=int(args.budget) if str(args.budget).isdigit() else args.budget,
         workers=args.workers,
+        executor=args.executor,
+        ray_address=args.ray_address,
         threshold_fraction=args.threshold,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
@@ -216,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", type=int, default=3)
     st.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
     st.add_argument("--workers", type=int, default=0, help="parallel runs (default: one per core)")
+    st.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local worker processes, or Ray tasks (a local Ray, or a cluster with --ray-address)")
+    st.add_argument("--ray-address", default=None,
+                    help="with --executor ray: 'auto' joins the cluster this machine belongs to, or ray://HOST:10001")
     st.add_argument("--threshold", type=float, default=0.9, help="time-to-threshold as a fraction of scratch's final")
     st.add_argument("--eval-every", type=int, default=None)
     st.add_argument("--eval-episodes", type=int, default=None)

@@ -20,11 +20,11 @@ import shutil
 import sys
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
+from sim2real.executors import EXECUTORS, make_executor
 from sim2real.progress import fmt_duration
 from sim2real.spec import load_spec
 from sim2real.training import atomic_write_text, write_run_info
@@ -43,6 +43,8 @@ class StudyConfig:
     seeds: int = 3
     budget: str | int = "small"
     workers: int = 0  # 0: one per core
+    executor: str = "local"  # or "ray" (see sim2real.executors)
+    ray_address: str | None = None  # with executor "ray": None starts a local Ray; "auto" joins a running cluster
     threshold_fraction: float = 0.9
     similarity_threshold: float = 0.25  # zero-shot / sim return below this counts as a different task
     eval_every: int | None = None
@@ -73,6 +75,8 @@ def grid(cfg: StudyConfig) -> list[RunSpec]:
     spec = load_spec(cfg.task)
     for t in cfg.targets:
         spec.target(t)
+    if cfg.executor not in EXECUTORS:
+        raise TransferError(f"--executor: unknown executor {cfg.executor!r}; allowed: {', '.join(EXECUTORS)}")
     for s in cfg.strategies:
         if s not in STRATEGIES:
             raise TransferError(f"--strategies: unknown strategy {s!r}; allowed: {', '.join(STRATEGIES)}")
@@ -81,7 +85,7 @@ def grid(cfg: StudyConfig) -> list[RunSpec]:
     return [RunSpec(t, s, seed) for s in order for t in cfg.targets for seed in range(cfg.seeds)]
 
 
-def _run_one(policy: str, run: RunSpec, run_dir: str, budget: str | int, eval_every, eval_episodes) -> dict:
+def _run_one(policy: str, run_dir: str, run: RunSpec, budget: str | int, eval_every, eval_episodes) -> dict:
     """Worker: one transfer run. Returns a status dict; never raises (the study goes on)."""
     t0 = time.monotonic()
     try:
@@ -150,19 +154,20 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
     workers = cfg.workers or os.cpu_count() or 1
     progress = StudyProgress(len(runs), min(workers, max(len(todo), 1)), len(runs) - len(todo))
     if not quiet:
-        print(f"study {study_dir}: {len(runs)} runs ({len(todo)} to do) on {progress.workers} worker processes, "
+        print(f"study {study_dir}: {len(runs)} runs ({len(todo)} to do) on {progress.workers} {cfg.executor} workers, "
               f"budget {budget:,} target steps, policy {policy}", file=sys.stderr)
     failures: list[str] = []
     if todo:
-        # Spawned workers: each starts clean with one torch thread (fork after torch init is fragile).
-        with ProcessPoolExecutor(max_workers=progress.workers, mp_context=get_context("spawn")) as pool:
+        executor = make_executor(cfg.executor, progress.workers, cfg.ray_address)
+        progress.workers = min(executor.workers, len(todo))
+        try:
             pending: dict[Future, RunSpec] = {}
             queue = list(todo)
             while queue or pending:
                 while queue and len(pending) < progress.workers:
                     r = queue.pop(0)
-                    fut = pool.submit(_run_one, policy, r, str(r.dir(study_dir)), cfg.budget, cfg.eval_every,
-                                      cfg.eval_episodes)
+                    fut = executor.submit(_run_one, policy, r.dir(study_dir), r, cfg.budget, cfg.eval_every,
+                                          cfg.eval_episodes)
                     pending[fut] = r
                 progress.running = len(pending)
                 if not quiet:
@@ -173,7 +178,7 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
                     r = pending.pop(fut)
                     try:
                         status = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a worker process died
+                    except Exception as exc:  # noqa: BLE001 - a worker process (or node) died
                         status = {"ok": False, "seconds": 0.0, "error": f"worker died: {exc!r}"}
                     label = f"{r.target}/{r.strategy}/s{r.seed}"
                     if status["ok"]:
@@ -186,6 +191,8 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
                     progress.running = len(pending)
                     if not quiet:
                         progress.show(f"last: {label} {'ok' if status['ok'] else 'FAILED'} in {status['seconds']:.0f}s")
+        finally:
+            executor.shutdown()
         if not quiet and progress.tty:
             sys.stderr.write("\n")
     for f in failures:

@@ -1,0 +1,156 @@
+"""Where a study's runs execute: local worker processes (default) or a Ray cluster.
+
+Both hand back ``concurrent.futures.Future`` objects, so the study's loop (progress,
+failures, skipping finished runs) is the same for either.
+
+* ``LocalExecutor``: spawned processes on this machine, one torch thread each.
+* ``RayExecutor``: one Ray task (1 CPU) per run, on a local Ray or a cluster
+  (``address="auto"`` or ``ray://host:10001``). Nothing assumes a shared disk:
+  the policy travels to the workers through Ray's object store, and each run
+  comes back as its folder's files, unpacked into the study folder by the
+  driver (atomically: a half-copied run never looks finished). Every node needs
+  sim2real installed (same version); a spec given as a file path must exist there too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from sim2real.training import atomic_write_text, norm_paths
+
+EXECUTORS = ("local", "ray")
+
+
+class LocalExecutor:
+    """Spawned worker processes (fork after torch has started threads is fragile)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+    def submit(self, fn: Callable[..., dict], policy: str, run_dir: Path, *args: Any) -> Future:
+        """Run ``fn(policy, run_dir, *args)`` in a worker process."""
+        return self._pool.submit(fn, policy, str(run_dir), *args)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown()
+
+
+def pack_dir(directory: Path, names: list[str] | None = None) -> bytes:
+    """A folder (or the listed files of it) as an in-memory tar archive."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in names if names is not None else sorted(os.listdir(directory)):
+            tar.add(directory / name, arcname=name)
+    return buf.getvalue()
+
+
+def unpack_dir(blob: bytes, directory: Path) -> None:
+    """Unpack an archive from :func:`pack_dir` into ``directory`` via a sibling temp folder and one rename."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        tar.extractall(tmp, filter="data")  # "data": no absolute paths, links out of the folder or devices
+    if directory.exists():  # something already there: keep it aside, never delete
+        os.replace(directory, tempfile.mkdtemp(prefix=f".{directory.name}-replaced-", dir=directory.parent))
+    os.replace(tmp, directory)
+
+
+def pack_policy(policy: str | Path) -> bytes:
+    """The files a worker needs to load a pretrained policy: weights, normalisation arrays, run.json."""
+    path = Path(policy)
+    model_zip = path / "model.zip" if path.is_dir() else path
+    run_dir = path if path.is_dir() else (model_zip.parent.parent if model_zip.parent.name == "checkpoints" else model_zip.parent)
+    staging = Path(tempfile.mkdtemp(prefix="sim2real-policy-"))
+    try:
+        shutil.copy(model_zip, staging / "model.zip")
+        npz = norm_paths(model_zip.parent, model_zip.stem)[1]
+        if npz.exists():
+            shutil.copy(npz, staging / "obs_rms.npz")
+        shutil.copy(run_dir / "run.json", staging / "run.json")
+        return pack_dir(staging)
+    finally:
+        shutil.rmtree(staging)
+
+
+def _run_on_ray_worker(fn: Callable[..., dict], policy_blob: bytes, *args: Any) -> tuple[dict, bytes | None]:
+    """Inside a Ray task: unpack the policy, do the run in a scratch folder, return its status and files."""
+    with tempfile.TemporaryDirectory(prefix="sim2real-run-") as scratch:
+        policy_dir, run_dir = Path(scratch) / "policy", Path(scratch) / "run"
+        unpack_dir(policy_blob, policy_dir)
+        status = fn(str(policy_dir), str(run_dir), *args)
+        files = pack_dir(run_dir) if run_dir.exists() else None
+    return status, files
+
+
+def _record_policy(run_dir: Path, policy: str) -> None:
+    """The run ran on an unpacked copy; its run.json names the policy as the study was given it."""
+    info = run_dir / "run.json"
+    if info.exists():
+        data = json.loads(info.read_text())
+        data["config"]["policy"] = policy
+        atomic_write_text(info, json.dumps(data, indent=2))
+
+
+class RayExecutor:
+    """One Ray task per run on a local Ray instance or a cluster; results land in the study folder."""
+
+    def __init__(self, workers: int, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--executor ray: Ray is not installed; pip install 'sim2real[ray]' "
+                             "(or pip install ray) on every machine of the cluster") from None
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            # A local Ray gets `workers` CPUs; a cluster brings its own.
+            kwargs = {"num_cpus": workers} if address is None else {}
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+        self.workers = int(ray.cluster_resources().get("CPU", workers)) if address is not None else workers
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_run_on_ray_worker)
+        self._policies: dict[str, Any] = {}
+
+    def submit(self, fn: Callable[..., dict], policy: str, run_dir: Path, *args: Any) -> Future:
+        """Run ``fn(policy, run_dir, *args)`` as a Ray task; its folder lands at ``run_dir`` when it ends."""
+        if policy not in self._policies:  # one upload per study, shared by every task
+            self._policies[policy] = self._ray.put(pack_policy(policy))
+        remote = self._task.remote(fn, self._policies[policy], *args).future()
+        local: Future = Future()
+
+        def land(f: Future) -> None:
+            try:
+                status, files = f.result()
+                if files is not None:
+                    unpack_dir(files, run_dir)
+                    _record_policy(run_dir, policy)
+                local.set_result(status)
+            except BaseException as exc:  # noqa: BLE001 - handed to the study loop, which records it
+                local.set_exception(exc)
+
+        remote.add_done_callback(land)
+        return local
+
+    def shutdown(self) -> None:
+        if self._started_here:
+            self._ray.shutdown()
+
+
+def make_executor(kind: str, workers: int, address: str | None = None) -> LocalExecutor | RayExecutor:
+    if kind == "local":
+        if address:
+            raise ValueError(f"--ray-address {address!r} only applies with --executor ray")
+        return LocalExecutor(workers)
+    if kind == "ray":
+        return RayExecutor(workers, address)
+    raise ValueError(f"--executor: unknown executor {kind!r}; allowed: {', '.join(EXECUTORS)}")
