@@ -46,7 +46,7 @@ def pretrain_command(task: str, randomize: bool, steps: int | None, seed: int) -
     return cmd
 
 
-def export(run_dir: Path, dest: Path, checkpoint: str = "best") -> Path:
+def export(run_dir: Path, dest: Path, checkpoint: str = "best", why: str | None = None) -> Path:
     """Copy a pretrain run's chosen checkpoint into a zoo entry (model.zip + obs_rms.npz + run.json)."""
     model_zip = run_dir / f"{checkpoint}.zip"
     if not model_zip.exists():
@@ -54,7 +54,7 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best") -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_zip, dest / "model.zip")
     shutil.copy(run_dir / "run.json", dest / "run.json")
-    pkl = run_dir / ("vecnormalize.pkl" if model_zip.stem == "model" else f"{model_zip.stem}_vecnormalize.pkl")
+    pkl = model_zip.parent / ("vecnormalize.pkl" if model_zip.stem == "model" else f"{model_zip.stem}_vecnormalize.pkl")
     if pkl.exists():
         # Our own run's pickle (trusted) becomes plain arrays for everyone else.
         spec = load_spec(json.loads((run_dir / "run.json").read_text())["config"]["task"])
@@ -62,10 +62,14 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best") -> Path:
         with (dest / "obs_rms.npz").open("wb") as f:
             save_norm_arrays(f, venv)
     meta = {"source_run": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
-            "checkpoint": model_zip.name}
+            "checkpoint": str(model_zip.relative_to(run_dir))}
     best = run_dir / "best.json"
     if model_zip.stem == "best" and best.exists():
         meta["selected_at"] = json.loads(best.read_text())
+    elif model_zip.stem.startswith("step_"):
+        meta["selected_at"] = {"step": int(model_zip.stem.split("_")[1])}
+    if why:
+        meta["why"] = why
     (dest / "export.json").write_text(json.dumps(meta, indent=2))
     return dest
 
@@ -106,6 +110,8 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
     (entry / "card.json").write_text(json.dumps(card, indent=2))
     init_line = (f"\n- Started from `{card['init_from']}` (a curriculum: the nominal policy first, then these "
                  "steps under randomisation)") if card["init_from"] else ""
+    why = ("the best evaluation on the nominal sim during training; PPO can degrade late" if exp["checkpoint"] == "best.zip"
+           else exp.get("why", "chosen by hand"))
     rows = "\n".join(f"| {w} | {r['mean']:.1f} | {r['std']:.1f} |" for w, r in returns.items())
     bar = spec.solved_return
     verdict = ("meets" if returns["nominal"]["mean"] >= bar else "falls short of") if bar else "has no"
@@ -114,7 +120,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
 - Gymnasium id: `{spec.env_id}`; spec: `envs/{task}.yaml`
 - Trained with: `{card['command']}` (seed {card['seed']})
 - Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps
-  (the best evaluation on the nominal sim during training; PPO can degrade late){init_line}
+  ({why}){init_line}
 - Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items() if k != 'platform')}; commit `{card['git_commit']}`
 
 ## Measured returns ({EVAL_EPISODES} episodes, deterministic actions, seed {EVAL_SEED})
@@ -136,6 +142,9 @@ def main() -> None:
     p.add_argument("--export-only", action="store_true", help="export existing runs, do not train")
     p.add_argument("--only", choices=["dr", "nominal"], default=None)
     p.add_argument("--run", default=None, help="with --export-only and --only: export this run folder")
+    p.add_argument("--checkpoint", default="best",
+                   help="with --export-only: which checkpoint to export: best, model, or checkpoints/step_000150000")
+    p.add_argument("--why", default=None, help="with --checkpoint: the reason, written into the model card")
     p.add_argument("--dr-from-nominal", action="store_true",
                    help="a curriculum: train nominal first, then start the DR run from its best checkpoint")
     args = p.parse_args()
@@ -157,7 +166,7 @@ def main() -> None:
                 else:
                     out = str(run_dir.relative_to(ROOT))
                     subprocess.run(cmd + (["--resume"] if run_dir.exists() else []) + ["--out", out], check=True, cwd=ROOT)
-            entry = export(run_dir, ROOT / "policies" / f"{task}-{kind}")
+            entry = export(run_dir, ROOT / "policies" / f"{task}-{kind}", args.checkpoint, args.why)
             returns = measure(entry)
             write_card(entry, task, randomize, returns)
             print(f"{entry}: " + ", ".join(f"{w} {r['mean']:.0f}" for w, r in returns.items()))
