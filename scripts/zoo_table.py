@@ -1,0 +1,29 @@
+"""Print the policy zoo as a Markdown table, from the measured model cards (policies/*/card.json).
+
+Usage: python scripts/zoo_table.py     (the README's zoo table is this script's output)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ZOO = Path(__file__).resolve().parent.parent / "policies"
+
+
+def main() -> None:
+    cards = [json.loads(p.read_text()) for p in sorted(ZOO.glob("*/card.json"))]
+    print("| policy | steps | nominal sim | bar (80% of zoo) | " + "zero-shot on the target worlds |")
+    print("|---|---|---|---|---|")
+    for c in cards:
+        kind = "DR" if c["randomized"] else "nominal"
+        bar = c.get("solved_return")
+        verdict = "" if not bar else (" ✓" if c["nominal_return"] >= bar else " ✗")
+        targets = ", ".join(f"{w} {r['mean']:,.0f}" for w, r in c["returns"].items() if w != "nominal")
+        steps = f"{c['steps_trained']:,}" + (" (+ nominal first)" if c.get("init_from") else "")
+        print(f"| {c['task']} {kind} | {steps} | {c['nominal_return']:,.0f}{verdict} | "
+              f"{f'{bar:,.0f}' if bar else '-'} | {targets} |")
+
+
+if __name__ == "__main__":
+    main()
