@@ -11,6 +11,10 @@ Two comparisons:
 * target 'real' (shift + effects wrappers) against the plain env with the same
   shifted physics written straight into its model -- shifted physics changes
   MuJoCo's own cost (other contacts), which is not the wrappers' overhead.
+  Delayed, saturated actions change the trajectory and so MuJoCo's cost too; the
+  "effects machinery" column runs every wrapper of 'real' with its action-side
+  effects set to no-ops (same wrapper work, same actions reach the motors): that
+  ratio is the wrappers' own cost.
 
 Randomised physics changes MuJoCo's own cost too (other masses, other contacts), so
 the first DR column mixes physics and overhead. The "DR machinery" column runs the
@@ -57,6 +61,23 @@ def collapsed(spec):
     return spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"params": params, "pushes": pushes})})
 
 
+def neutral_effects(spec, world: str = "real"):
+    """The target world with its action-side effects made no-ops (same wrappers, same work per step).
+
+    Random actions do not look at observations, so observation noise, delay and sensor faults can stay
+    as they are; what reaches the motors must not change, or the physics (contacts) would differ:
+    saturation 1.0 (the clip still runs), action delay 0 (the queue still runs), action noise 1e-12.
+    """
+    target = spec.target(world)
+    fx = target.effects
+    fx = fx.model_copy(update={
+        "action_delay": 0,
+        "motor": fx.motor.model_copy(update={"saturation": 1.0, "dead_zone": 0.0}) if fx.motor else None,
+        "action_noise_std": 1e-12 if fx.action_noise_std else 0.0,
+    })
+    return spec.model_copy(update={"targets": {**spec.targets, world: target.model_copy(update={"effects": fx})}})
+
+
 def reset_us(env: gym.Env, n: int = 500) -> float:
     env.reset(seed=0)
     t0 = time.perf_counter()
@@ -72,8 +93,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     print("| task | plain steps/s | sim world (DR) | ratio | DR machinery, nominal physics | ratio "
-          "| plain, 'real' physics | target 'real' (all wrappers) | ratio | reset µs plain / DR |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| plain, 'real' physics | target 'real' (all wrappers) | ratio | effects machinery, same actions | ratio "
+          "| reset µs plain / DR |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
         spec = load_spec(task)
         shifted = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps)
@@ -84,7 +106,12 @@ def main() -> None:
             "machinery": make_sim_env(collapsed(spec)),
             "plain_real": shifted,
             "real": make_target_env(task, "real"),
+            "effects": make_target_env(neutral_effects(spec), "real"),
         }
+        if spec.target("real").effects.action_delay:
+            # make_target_env leaves out a wrapper whose setting is 0; put the delay queue back in.
+            from sim2real.effects import ActionDelay
+            variants["effects"] = ActionDelay(variants["effects"], delay=0)
         rng = np.random.default_rng(0)
         space = variants["plain"].action_space
         actions = rng.uniform(space.low, space.high, size=(args.steps, *space.shape)).astype(space.dtype)
@@ -99,6 +126,7 @@ def main() -> None:
         print(f"| {task} | {med['plain']:,.0f} | {med['dr']:,.0f} | {med['dr'] / med['plain']:.3f} "
               f"| {med['machinery']:,.0f} | {med['machinery'] / med['plain']:.3f} "
               f"| {med['plain_real']:,.0f} | {med['real']:,.0f} | {med['real'] / med['plain_real']:.3f} "
+              f"| {med['effects']:,.0f} | {med['effects'] / med['plain_real']:.3f} "
               f"| {r_plain:,.0f} / {r_dr:,.0f} |", flush=True)
 
 
