@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from sim2real.evaluation import evaluate  # noqa: E402
 from sim2real.make import make_target_env  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
-from sim2real.training import EnvFactory, save_norm_arrays  # noqa: E402
+from sim2real.training import EnvFactory, norm_paths, save_norm_arrays  # noqa: E402
 from sim2real.transfer import load_for_evaluation  # noqa: E402
 
 EVAL_EPISODES = 10
@@ -54,7 +54,7 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best", why: str | None 
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_zip, dest / "model.zip")
     shutil.copy(run_dir / "run.json", dest / "run.json")
-    pkl = model_zip.parent / ("vecnormalize.pkl" if model_zip.stem == "model" else f"{model_zip.stem}_vecnormalize.pkl")
+    pkl = norm_paths(model_zip.parent, model_zip.stem)[0]
     if pkl.exists():
         # Our own run's pickle (trusted) becomes plain arrays for everyone else.
         spec = load_spec(json.loads((run_dir / "run.json").read_text())["config"]["task"])

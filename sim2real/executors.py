@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -26,7 +25,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sim2real.training import atomic_write_text, norm_paths
+from sim2real.training import atomic_write_text
+from sim2real.transfer import policy_files
 
 EXECUTORS = ("local", "ray")
 
@@ -46,13 +46,18 @@ class LocalExecutor:
         self._pool.shutdown()
 
 
-def pack_dir(directory: Path, names: list[str] | None = None) -> bytes:
-    """A folder (or the listed files of it) as an in-memory tar archive."""
+def pack_files(files: dict[str, Path]) -> bytes:
+    """Files (archive name -> path) as an in-memory tar archive."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in names if names is not None else sorted(os.listdir(directory)):
-            tar.add(directory / name, arcname=name)
+        for name, path in files.items():
+            tar.add(path, arcname=name)
     return buf.getvalue()
+
+
+def pack_dir(directory: Path) -> bytes:
+    """A folder's contents as an in-memory tar archive."""
+    return pack_files({name: directory / name for name in sorted(os.listdir(directory))})
 
 
 def unpack_dir(blob: bytes, directory: Path) -> None:
@@ -67,20 +72,12 @@ def unpack_dir(blob: bytes, directory: Path) -> None:
 
 
 def pack_policy(policy: str | Path) -> bytes:
-    """The files a worker needs to load a pretrained policy: weights, normalisation arrays, run.json."""
-    path = Path(policy)
-    model_zip = path / "model.zip" if path.is_dir() else path
-    run_dir = path if path.is_dir() else (model_zip.parent.parent if model_zip.parent.name == "checkpoints" else model_zip.parent)
-    staging = Path(tempfile.mkdtemp(prefix="sim2real-policy-"))
-    try:
-        shutil.copy(model_zip, staging / "model.zip")
-        npz = norm_paths(model_zip.parent, model_zip.stem)[1]
-        if npz.exists():
-            shutil.copy(npz, staging / "obs_rms.npz")
-        shutil.copy(run_dir / "run.json", staging / "run.json")
-        return pack_dir(staging)
-    finally:
-        shutil.rmtree(staging)
+    """The files a worker needs to load a pretrained policy, laid out as a zoo entry."""
+    run_dir, model_zip, npz = policy_files(policy)
+    files = {"model.zip": model_zip, "run.json": run_dir / "run.json"}
+    if npz.exists():
+        files["obs_rms.npz"] = npz
+    return pack_files(files)
 
 
 def _run_on_ray_worker(fn: Callable[..., dict], policy_blob: bytes, *args: Any) -> tuple[dict, bytes | None]:
@@ -146,11 +143,14 @@ class RayExecutor:
             self._ray.shutdown()
 
 
+def check_executor(kind: str, address: str | None = None) -> None:
+    """Reject an unknown executor (or an address it cannot use) before any run starts."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"--executor: unknown executor {kind!r}; allowed: {', '.join(EXECUTORS)}")
+    if kind == "local" and address:
+        raise ValueError(f"--ray-address {address!r} only applies with --executor ray")
+
+
 def make_executor(kind: str, workers: int, address: str | None = None) -> LocalExecutor | RayExecutor:
-    if kind == "local":
-        if address:
-            raise ValueError(f"--ray-address {address!r} only applies with --executor ray")
-        return LocalExecutor(workers)
-    if kind == "ray":
-        return RayExecutor(workers, address)
-    raise ValueError(f"--executor: unknown executor {kind!r}; allowed: {', '.join(EXECUTORS)}")
+    check_executor(kind, address)
+    return LocalExecutor(workers) if kind == "local" else RayExecutor(workers, address)

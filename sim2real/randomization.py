@@ -173,7 +173,7 @@ class PhysicsModel:
             a[field][index] = new
         if field == "body_mass":
             # Keep the body's shape: inertia scales with mass.
-            ratio = values if op == "scale" else np.divide(new, base, out=np.ones_like(new), where=base > 0)
+            ratio = np.divide(new, base, out=np.ones_like(new), where=base > 0)
             a["body_inertia"][index] = nom["body_inertia"][index] * ratio[:, None]
         return new
 
@@ -199,7 +199,7 @@ def _sample_normal(rng: np.random.Generator, p: ParamRange, size: int | tuple[in
 _Write = tuple[np.ndarray, int, float, float, int]  # flat array view, position, a, b, index of the draw
 
 
-def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: np.ndarray, draw_of: list[int]) -> list[_Write]:
+def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: list[int], draw_of: list[int]) -> list[_Write]:
     """The scalar writes that put an entry's draws into the model.
 
     ``draw_of[i]`` is the index of element ``flat[i]``'s draw (of its x draw for ``body_com``; y, z follow).
@@ -210,7 +210,7 @@ def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: np.ndarray,
     def add(name: str, pos: int, a: float, b: float, d: int) -> None:
         writes.append((arrays[name].reshape(-1), pos, a, b, d))
 
-    for idx, d in zip(flat.tolist(), draw_of):
+    for idx, d in zip(flat, draw_of):
         if field == "body_com":  # three draws per body, one per axis, added to the offset
             for axis in range(3):
                 add("body_ipos", 3 * idx + axis, 1.0, float(nominal["body_ipos"][idx, axis]), d + axis)
@@ -219,11 +219,14 @@ def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: np.ndarray,
         columns = array.shape[1] if array.ndim == 2 else 1
         base = float(array.reshape(-1)[idx * columns])  # column 0: sliding friction, gear ratio
         add(field, idx * columns, *((base, 0.0) if op == "scale" else (1.0, base)), d)
-        if field == "body_mass":  # inertia scales with mass: I = I0 * m / m0
+        if field == "body_mass":  # inertia scales with mass, I = I0 * m / m0 (a massless body's stays I0)
             for k in range(3):
                 inertia = float(nominal["body_inertia"][idx, k])
-                ratio_a = inertia if op == "scale" else (inertia / base if base > 0 else 0.0)
-                add("body_inertia", 3 * idx + k, ratio_a, 0.0 if op == "scale" else inertia, d)
+                if base <= 0:
+                    a, b = 0.0, inertia
+                else:
+                    a, b = (inertia, 0.0) if op == "scale" else (inertia / base, inertia)
+                add("body_inertia", 3 * idx + k, a, b, d)
     return writes
 
 
@@ -258,11 +261,11 @@ class PhysicsSampler:
                 elements = slot if isinstance(slot, list) else [slot[0] if isinstance(slot, tuple) else slot]
                 flat += elements
                 draw_of += [d] * len(elements)
+
             def offset(d: int, start: int = start, per_label: int = per_label) -> int:
                 return start + per_label * d
 
-            writes = _affine_writes(physics, p.field, p.op, np.array(flat), [offset(d) for d in draw_of])
-            self._writes += writes
+            self._writes += _affine_writes(physics, p.field, p.op, flat, [offset(d) for d in draw_of])
             for label, d in zip(labels, label_draw):
                 if com:
                     self._keys += [(f"{p.field}/{label}/{axis}", offset(d) + k) for k, axis in enumerate(_AXES)]

@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sim2real.executors import EXECUTORS, make_executor
+from sim2real.executors import check_executor, make_executor
 from sim2real.progress import fmt_duration
 from sim2real.spec import load_spec
 from sim2real.training import atomic_write_text, write_run_info
@@ -75,8 +75,7 @@ def grid(cfg: StudyConfig) -> list[RunSpec]:
     spec = load_spec(cfg.task)
     for t in cfg.targets:
         spec.target(t)
-    if cfg.executor not in EXECUTORS:
-        raise TransferError(f"--executor: unknown executor {cfg.executor!r}; allowed: {', '.join(EXECUTORS)}")
+    check_executor(cfg.executor, cfg.ray_address)
     for s in cfg.strategies:
         if s not in STRATEGIES:
             raise TransferError(f"--strategies: unknown strategy {s!r}; allowed: {', '.join(STRATEGIES)}")

@@ -80,12 +80,11 @@ class Pretrained:
         return self.norm.obs_rms if self.norm else None
 
 
-def load_pretrained(path: str | Path) -> Pretrained:
-    """Read a pretrain run folder (or a model ``.zip`` inside one, or a zoo entry under ``policies/``).
+def policy_files(path: str | Path) -> tuple[Path, Path, Path]:
+    """Where a POLICY's files live: (run folder with run.json, model .zip, normalisation .npz).
 
-    The folder's ``run.json`` says which task, algorithm and architecture; the
-    weights come from the zip's ``policy.pth`` via ``torch.load(weights_only=True)``
-    and the normalisation statistics from ``obs_rms.npz``: nothing is unpickled.
+    POLICY is a pretrain run folder, a zoo entry under ``policies/``, or a model ``.zip`` inside one
+    (``best.zip``, ``checkpoints/step_*.zip``).
     """
     path = Path(path)
     if path.is_dir():
@@ -93,6 +92,17 @@ def load_pretrained(path: str | Path) -> Pretrained:
     else:
         model_zip = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return run_dir, model_zip, norm_paths(model_zip.parent, model_zip.stem)[1]
+
+
+def load_pretrained(path: str | Path) -> Pretrained:
+    """Read a pretrain run folder (or a model ``.zip`` inside one, or a zoo entry under ``policies/``).
+
+    The folder's ``run.json`` says which task, algorithm and architecture; the
+    weights come from the zip's ``policy.pth`` via ``torch.load(weights_only=True)``
+    and the normalisation statistics from ``obs_rms.npz``: nothing is unpickled.
+    """
+    run_dir, model_zip, npz = policy_files(path)
     if not model_zip.exists():
         raise FileNotFoundError(f"{model_zip}: no such model (POLICY is a pretrain run folder or its model .zip)")
     info_path = run_dir / "run.json"
@@ -104,7 +114,6 @@ def load_pretrained(path: str | Path) -> Pretrained:
     with zipfile.ZipFile(model_zip) as zf, zf.open("policy.pth") as f:
         state_dict = torch.load(f, map_location="cpu", weights_only=True)
     norm = None
-    npz = norm_paths(model_zip.parent, model_zip.stem)[1]
     if npz.exists():
         norm = load_norm_stats(npz)
     elif spec.pretrain.normalize and algo == spec.pretrain.algo:
