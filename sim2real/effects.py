@@ -16,10 +16,10 @@ BLOCK = 256  # noise is drawn in blocks: one generator call per 256 steps instea
 
 
 class _NoiseBlock:
-    """Standard-normal (or uniform) draws from an env generator, served one row at a time."""
+    """Standard-normal (or uniform) draws from an env generator, times ``scale``, served one row at a time."""
 
-    def __init__(self, shape: tuple[int, ...], kind: str = "normal"):
-        self.shape, self.kind = shape, kind
+    def __init__(self, shape: tuple[int, ...], kind: str = "normal", scale: float | np.ndarray = 1.0):
+        self.shape, self.kind, self.scale = shape, kind, scale
         self._block: np.ndarray | None = None
         self._i = BLOCK
 
@@ -32,6 +32,8 @@ class _NoiseBlock:
             size = (BLOCK, *self.shape)
             rng = env.np_random
             self._block = rng.standard_normal(size) if self.kind == "normal" else rng.random(size)
+            if not np.all(np.equal(self.scale, 1.0)):
+                self._block *= self.scale  # scaled once per block, not once per step
             self._i = 0
         row = self._block[self._i]
         self._i += 1
@@ -55,7 +57,7 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.std = std
         self.bias_std = bias_std
         self.bias = np.zeros(env.observation_space.shape)
-        self._noise = _NoiseBlock(env.observation_space.shape)
+        self._noise = _NoiseBlock(env.observation_space.shape, scale=std)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -67,8 +69,9 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def observation(self, observation):
         out = observation + self.bias
         if self.std:
-            out += self.std * self._noise.next(self)
-        return out.astype(observation.dtype, copy=False)
+            out += self._noise.next(self)
+        # A MuJoCo observation is float64 like the noise; only a float32 sensor needs the cast back.
+        return out if out.dtype == observation.dtype else out.astype(observation.dtype)
 
 
 class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -86,9 +89,9 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, std=std)
         gym.ActionWrapper.__init__(self, env)
         self.std = std
-        self._scale = (env.action_space.high - env.action_space.low) / 2 * std
+        scale = (env.action_space.high - env.action_space.low) / 2 * std
         self._low, self._high, self._dtype = env.action_space.low, env.action_space.high, env.action_space.dtype
-        self._noise = _NoiseBlock(env.action_space.shape)
+        self._noise = _NoiseBlock(env.action_space.shape, scale=scale)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -96,8 +99,8 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return self.env.reset(seed=seed, options=options)
 
     def action(self, action):
-        noisy = action + self._noise.next(self) * self._scale
-        return np.minimum(np.maximum(noisy, self._low), self._high).astype(self._dtype, copy=False)
+        out = np.minimum(np.maximum(action + self._noise.next(self), self._low), self._high)
+        return out if out.dtype == self._dtype else out.astype(self._dtype)
 
 
 class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -233,7 +236,9 @@ class MotorLimits(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self._dtype = env.action_space.dtype
 
     def action(self, action):
-        out = np.minimum(np.maximum(action, self._neg_limit), self._limit).astype(self._dtype, copy=False)
+        out = np.minimum(np.maximum(action, self._neg_limit), self._limit)
+        if out.dtype != self._dtype:
+            out = out.astype(self._dtype)
         if self.dead_zone:
             out[np.abs(action) < self._dead] = 0.0
         return out
