@@ -48,6 +48,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         threads=args.threads,
         eval_world=args.eval_world,
         eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
         checkpoint_every=args.checkpoint_every,
         overrides=parse_overrides(args.set),
         init_from=args.init_from,
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small MLPs)")
     t.add_argument("--eval-world", default=None, help="target world evaluated during pretraining (default: real)")
     t.add_argument("--eval-every", type=int, default=None)
+    t.add_argument("--eval-episodes", type=int, default=5,
+                   help="episodes per evaluation; more makes the kept best checkpoint less of a lucky draw")
     t.add_argument("--checkpoint-every", type=int, default=50_000)
     t.add_argument("--out", default=None, help="run folder (default runs/pretrain/<task>-<dr|nominal>-<algo>-s<seed>)")
     t.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")

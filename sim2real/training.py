@@ -412,6 +412,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     from its latest checkpoint to the same total step count.
     """
     spec = load_spec(cfg.task)
+    if cfg.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes {cfg.eval_episodes}: must be at least 1")
     algo = cfg.algo or spec.pretrain.algo
     total = cfg.steps or spec.pretrain.total_steps
     n_envs = cfg.n_envs or (spec.pretrain.n_envs if algo == spec.pretrain.algo else 1)

@@ -41,6 +41,7 @@ def test_envs_task_shows_parameters_and_worlds():
         (["pretrain", "hopper", "--eval-world", "moon", "--steps", "10"], "unknown target world 'moon'"),
         (["transfer", "/nonexistent"], "no such model"),
         (["pretrain", "hopper", "--set", "oops"], "expected KEY=VALUE"),
+        (["pretrain", "hopper", "--eval-episodes", "0"], "--eval-episodes 0: must be at least 1"),
     ],
 )
 def test_user_errors_have_no_traceback(args, message, tmp_path):
