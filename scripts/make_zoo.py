@@ -86,7 +86,7 @@ def measure(entry: Path, episodes: int = EVAL_EPISODES) -> dict:
     return out
 
 
-def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
+def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured: str | None = None) -> None:
     run = json.loads((entry / "run.json").read_text())
     exp = json.loads((entry / "export.json").read_text())
     spec = load_spec(task)
@@ -107,11 +107,17 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
         "nominal_return": returns["nominal"]["mean"],
         "solved_return": spec.solved_return,
         "init_from": run["config"].get("init_from"),
-        "measured": time.strftime("%Y-%m-%d"),
+        "measured": measured or time.strftime("%Y-%m-%d"),
     }
     (entry / "card.json").write_text(json.dumps(card, indent=2))
-    init_line = (f"\n- Started from `{card['init_from']}` (a curriculum: the nominal policy first, then these "
-                 "steps under randomisation)") if card["init_from"] else ""
+    commit = card["git_commit"].removesuffix("-dirty")[:7]
+    # A later zoo entry may replace the policy a curriculum started from; git keeps it at this commit.
+    init_line = (f"\n- Started from `{card['init_from']}` as of commit `{commit}` (a curriculum: the nominal policy "
+                 "first, then these steps under randomisation)") if card["init_from"] else ""
+    kind = "dr" if randomize else "nominal"
+    export_cmd = f"python scripts/make_zoo.py {task} --export-only --only {kind} --run {exp['source_run']}"
+    if exp["checkpoint"] != "best.zip":
+        export_cmd += f" --checkpoint {exp['checkpoint'].removesuffix('.zip')}"
     why = ("the best evaluation on the nominal sim during training; PPO can degrade late" if exp["checkpoint"] == "best.zip"
            else exp.get("why", "chosen by hand"))
     rows = "\n".join(f"| {w} | {r['mean']:.1f} | {r['std']:.1f} |" for w, r in returns.items())
@@ -132,7 +138,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict) -> None:
 {rows}
 
 The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `envs/{task}.yaml`).
-Reproduce: `python scripts/make_zoo.py {task}{' --dr-from-nominal' if card['init_from'] else ''}` (pretrains, then exports and measures).
+Reproduce: at commit `{commit}`, `{card['command']}`, then `{export_cmd}` (exports and measures).
 """)
 
 
@@ -147,6 +153,8 @@ def main() -> None:
     p.add_argument("--checkpoint", default="best",
                    help="with --export-only: which checkpoint to export: best, model, or checkpoints/step_000150000")
     p.add_argument("--why", default=None, help="with --checkpoint: the reason, written into the model card")
+    p.add_argument("--rewrite-cards", action="store_true",
+                   help="rewrite existing entries' model cards from their measured card.json (no training, no measuring)")
     p.add_argument("--dr-from-nominal", action="store_true",
                    help="a curriculum: train nominal first, then start the DR run from its best checkpoint")
     args = p.parse_args()
@@ -154,6 +162,11 @@ def main() -> None:
         for randomize in (False, True):
             kind = "dr" if randomize else "nominal"
             if args.only and args.only != kind:
+                continue
+            entry = ROOT / "policies" / f"{task}-{kind}"
+            if args.rewrite_cards:
+                old = json.loads((entry / "card.json").read_text())
+                write_card(entry, task, randomize, old["returns"], measured=old.get("measured"))
                 continue
             run_dir = ROOT / "runs" / "pretrain" / f"{task}-{kind}-{load_spec(task).pretrain.algo}-s{args.seed}"
             if args.run:
@@ -168,7 +181,7 @@ def main() -> None:
                 else:
                     out = str(run_dir.relative_to(ROOT))
                     subprocess.run(cmd + (["--resume"] if run_dir.exists() else []) + ["--out", out], check=True, cwd=ROOT)
-            entry = export(run_dir, ROOT / "policies" / f"{task}-{kind}", args.checkpoint, args.why)
+            entry = export(run_dir, entry, args.checkpoint, args.why)
             returns = measure(entry)
             write_card(entry, task, randomize, returns)
             print(f"{entry}: " + ", ".join(f"{w} {r['mean']:.0f}" for w, r in returns.items()))
