@@ -1,10 +1,13 @@
 """Env steps/s with the full randomisation + effects stack against the plain Gymnasium env, side by side.
 
-Usage: python scripts/bench_randomization.py [--steps 20000] [--rounds 5] [TASK ...]
+Usage: python scripts/bench_randomization.py [--steps 40000] [--chunk 250] [TASK ...]
 
-Each round times every variant on the same pre-sampled actions, in alternating
-order, so machine noise hits all of them alike; the table reports the median
-steps/s over rounds and the ratio to plain Gymnasium.
+Timing on a shared machine drifts by tens of percent from one second to the next, so
+the variants are not timed one after another: every variant steps the same
+pre-sampled actions in chunks of ``--chunk`` steps, and the chunks are interleaved
+(plain, DR, ..., then the next chunk, order rotating), so each variant sees the
+same machine within a fraction of a second. A ratio is total time of plain over
+total time of the variant; its 95% interval is a bootstrap over the paired chunks.
 
 Two comparisons:
 * sim world (randomisation + pushes) against the plain nominal env;
@@ -41,14 +44,36 @@ from sim2real.randomization import PhysicsModel, apply_shift  # noqa: E402
 from sim2real.spec import available_tasks, load_spec  # noqa: E402
 
 
-def steps_per_second(env: gym.Env, actions: np.ndarray) -> float:
-    env.reset(seed=0)
-    t0 = time.perf_counter()
-    for a in actions:
-        _, _, terminated, truncated, _ = env.step(a)
-        if terminated or truncated:
-            env.reset()
-    return len(actions) / (time.perf_counter() - t0)
+class Stepper:
+    """Steps one env through a shared action sequence, a chunk at a time, timing only the stepping."""
+
+    def __init__(self, env: gym.Env, actions: np.ndarray):
+        self.env, self.actions = env, actions
+        env.reset(seed=0)
+        self.seconds: list[float] = []
+
+    def chunk(self, start: int, stop: int) -> None:
+        env, actions = self.env, self.actions
+        t0 = time.perf_counter()
+        for i in range(start, stop):
+            _, _, terminated, truncated, _ = env.step(actions[i])
+            if terminated or truncated:
+                env.reset()
+        self.seconds.append(time.perf_counter() - t0)
+
+
+def paired_ratio(base: list[float], other: list[float], rng: np.random.Generator, n_boot: int = 2000):
+    """Speed of ``other`` relative to ``base`` (time of base / time of other) and a 95% bootstrap interval over chunks."""
+    b, o = np.asarray(base), np.asarray(other)
+    idx = rng.integers(0, len(b), size=(n_boot, len(b)))
+    boot = b[idx].sum(axis=1) / o[idx].sum(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return b.sum() / o.sum(), lo, hi
+
+
+def fmt_ratio(r: tuple[float, float, float], sps_base: float, sps: float) -> str:
+    """The ratio, its interval, and what the variant adds per step in microseconds."""
+    return f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}], {1e6 / sps - 1e6 / sps_base:+.1f} µs"
 
 
 def collapsed(spec):
@@ -89,13 +114,13 @@ def reset_us(env: gym.Env, n: int = 500) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tasks", nargs="*", default=available_tasks())
-    p.add_argument("--steps", type=int, default=20_000)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=40_000, help="steps per variant")
+    p.add_argument("--chunk", type=int, default=250, help="steps per timed chunk; variants alternate every chunk")
     args = p.parse_args()
-    print("| task | plain steps/s | sim world (DR) | ratio | DR machinery, nominal physics | ratio "
-          "| plain, 'real' physics | target 'real' (all wrappers) | ratio | effects machinery, same actions | ratio "
-          "| reset µs plain / DR |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| task | plain steps/s | sim world (DR) | ratio [95% CI], cost/step | DR machinery, nominal physics | ratio [95% CI], cost/step "
+          "| plain, 'real' physics | target 'real' (all wrappers) | ratio [95% CI], cost/step "
+          "| effects machinery, same actions | ratio [95% CI], cost/step | reset µs plain / DR |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
         spec = load_spec(task)
         shifted = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps)
@@ -115,18 +140,22 @@ def main() -> None:
         rng = np.random.default_rng(0)
         space = variants["plain"].action_space
         actions = rng.uniform(space.low, space.high, size=(args.steps, *space.shape)).astype(space.dtype)
-        results: dict[str, list[float]] = {k: [] for k in variants}
-        for r in range(args.rounds):
-            order = list(variants) if r % 2 == 0 else list(reversed(variants))
-            for name in order:
-                results[name].append(steps_per_second(variants[name], actions))
-        med = {k: statistics.median(v) for k, v in results.items()}
+        steppers = {k: Stepper(env, actions) for k, env in variants.items()}
+        names = list(steppers)
+        for c, start in enumerate(range(0, args.steps, args.chunk)):
+            stop = min(start + args.chunk, args.steps)
+            for name in names[c % len(names):] + names[:c % len(names)]:  # rotate who goes first
+                steppers[name].chunk(start, stop)
+        sec = {k: st.seconds for k, st in steppers.items()}
+        sps = {k: args.steps / sum(v) for k, v in sec.items()}
+        dr, mach = paired_ratio(sec["plain"], sec["dr"], rng), paired_ratio(sec["plain"], sec["machinery"], rng)
+        real, fx = paired_ratio(sec["plain_real"], sec["real"], rng), paired_ratio(sec["plain_real"], sec["effects"], rng)
         r_plain = statistics.median(reset_us(variants["plain"]) for _ in range(3))
         r_dr = statistics.median(reset_us(variants["machinery"]) for _ in range(3))
-        print(f"| {task} | {med['plain']:,.0f} | {med['dr']:,.0f} | {med['dr'] / med['plain']:.3f} "
-              f"| {med['machinery']:,.0f} | {med['machinery'] / med['plain']:.3f} "
-              f"| {med['plain_real']:,.0f} | {med['real']:,.0f} | {med['real'] / med['plain_real']:.3f} "
-              f"| {med['effects']:,.0f} | {med['effects'] / med['plain_real']:.3f} "
+        print(f"| {task} | {sps['plain']:,.0f} | {sps['dr']:,.0f} | {fmt_ratio(dr, sps['plain'], sps['dr'])} "
+              f"| {sps['machinery']:,.0f} | {fmt_ratio(mach, sps['plain'], sps['machinery'])} "
+              f"| {sps['plain_real']:,.0f} | {sps['real']:,.0f} | {fmt_ratio(real, sps['plain_real'], sps['real'])} "
+              f"| {sps['effects']:,.0f} | {fmt_ratio(fx, sps['plain_real'], sps['effects'])} "
               f"| {r_plain:,.0f} / {r_dr:,.0f} |", flush=True)
 
 

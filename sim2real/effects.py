@@ -14,17 +14,29 @@ import numpy as np
 
 BLOCK = 256  # noise is drawn in blocks: one generator call per 256 steps instead of one per step
 
+try:  # numpy's clip ufunc itself: np.clip wraps it in ~1 us of Python argument handling per call
+    from numpy._core.umath import clip as _clip
+except ImportError:  # numpy < 2
+    from numpy.core.umath import clip as _clip
+
 
 class _NoiseBlock:
-    """Standard-normal (or uniform) draws from an env generator, times ``scale``, served one row at a time."""
+    """Standard-normal (or uniform) draws from an env generator, times ``scale`` plus ``offset``, one row at a time."""
 
     def __init__(self, shape: tuple[int, ...], kind: str = "normal", scale: float | np.ndarray = 1.0):
         self.shape, self.kind, self.scale = shape, kind, scale
+        self.offset: float | np.ndarray = 0.0
         self._block: np.ndarray | None = None
         self._i = BLOCK
 
     def reset(self) -> None:
         self._i = BLOCK  # after reset(seed=...) draw afresh, so a seeded episode is reproducible
+
+    def set_offset(self, offset: float | np.ndarray) -> None:
+        """Offset every row served from now on (rows already drawn are shifted in place, once)."""
+        if self._block is not None and self._i < BLOCK:
+            self._block[self._i:] += offset - self.offset
+        self.offset = offset
 
     def next(self, env: gym.Env) -> np.ndarray:
         """The next row; ``env.np_random`` is only looked up on a refill (the lookup walks the wrapper chain)."""
@@ -34,6 +46,7 @@ class _NoiseBlock:
             self._block = rng.standard_normal(size) if self.kind == "normal" else rng.random(size)
             if not np.all(np.equal(self.scale, 1.0)):
                 self._block *= self.scale  # scaled once per block, not once per step
+            self._block += self.offset
             self._i = 0
         row = self._block[self._i]
         self._i += 1
@@ -64,12 +77,11 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.bias = self.np_random.normal(0.0, self.bias_std, self.bias.shape) if self.bias_std else self.bias * 0
         if seed is not None:
             self._noise.reset()
+        self._noise.set_offset(self.bias)  # each noise row carries the bias: one addition per step
         return self.observation(obs), info
 
     def observation(self, observation):
-        out = observation + self.bias
-        if self.std:
-            out += self._noise.next(self)
+        out = observation + (self._noise.next(self) if self.std else self.bias)
         # A MuJoCo observation is float64 like the noise; only a float32 sensor needs the cast back.
         return out if out.dtype == observation.dtype else out.astype(observation.dtype)
 
@@ -99,7 +111,7 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return self.env.reset(seed=seed, options=options)
 
     def action(self, action):
-        out = np.minimum(np.maximum(action + self._noise.next(self), self._low), self._high)
+        out = _clip(action + self._noise.next(self), self._low, self._high)
         return out if out.dtype == self._dtype else out.astype(self._dtype)
 
 
@@ -136,7 +148,8 @@ class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action):
-        self._queue.append(np.asarray(action, dtype=self._dtype))
+        # A copy: a caller that refills one action buffer in place must not rewrite the queued past.
+        self._queue.append(np.array(action, dtype=self._dtype))
         applied = self._queue.popleft()
         obs, reward, terminated, truncated, info = self.env.step(applied)
         info["applied_action"] = applied
@@ -162,12 +175,12 @@ class ObservationDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        self._queue = deque([obs] * (self.k + 1), maxlen=self.k + 1)
+        self._queue = deque([np.array(obs)] * (self.k + 1), maxlen=self.k + 1)
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._queue.append(obs)
+        self._queue.append(np.array(obs))  # a copy: a robot driver may refill one buffer in place
         return self._queue[0], reward, terminated, truncated, info
 
 
@@ -236,7 +249,7 @@ class MotorLimits(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self._dtype = env.action_space.dtype
 
     def action(self, action):
-        out = np.minimum(np.maximum(action, self._neg_limit), self._limit)
+        out = _clip(action, self._neg_limit, self._limit)
         if out.dtype != self._dtype:
             out = out.astype(self._dtype)
         if self.dead_zone:

@@ -37,6 +37,34 @@ def test_action_delay_delays_by_exactly_k_steps():
         np.testing.assert_allclose(got[k:], [float(a[0]) for a in sent[: 6 - k]], rtol=1e-6)
 
 
+def test_delays_keep_their_own_copies_of_reused_buffers():
+    # A robot driver or a control loop may refill one array in place every step.
+    rec = Recorder(pendulum())
+    env = ActionDelay(rec, delay=1)
+    env.reset(seed=0)
+    buf = np.zeros(1, dtype=np.float32)
+    for v in (0.1, 0.2, 0.3):
+        buf[0] = v
+        env.step(buf)
+    np.testing.assert_allclose([float(a[0]) for a in rec.actions], [0.0, 0.1, 0.2], rtol=1e-6)
+
+    class SameBuffer(gym.Wrapper):
+        def reset(self, **kw):
+            obs, info = self.env.reset(**kw)
+            self.buf = obs.copy()
+            return self.buf, info
+
+        def step(self, action):
+            obs, *rest = self.env.step(action)
+            self.buf[:] = obs
+            return self.buf, *rest
+
+    env = ObservationDelay(SameBuffer(pendulum()), delay=1)
+    first, _ = env.reset(seed=0)
+    first = first.copy()
+    np.testing.assert_array_equal(env.step(np.zeros(1, dtype=np.float32))[0], first)
+
+
 def test_random_action_delay_is_drawn_per_episode_within_range():
     env = ActionDelay(pendulum(), delay=(0, 3))
     ks = {env.reset(seed=s)[1]["action_delay"] for s in range(30)}

@@ -151,10 +151,24 @@ def test_fixed_shift_is_exact_and_survives_reset():
     np.testing.assert_allclose(env.unwrapped.model.actuator_gear[:, 0], 100.0)
 
 
+class ForceSeen(gym.Wrapper):
+    """Records the torso's external x-force the physics sees at each step."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.seen = []
+
+    def step(self, action):
+        self.seen.append(float(self.env.unwrapped.data.xfrc_applied[1, 0]))
+        return self.env.step(action)
+
+
 def test_pushes_apply_force_for_duration_then_clear():
-    env = RandomPushes(hopper(), Pushes(body="torso", force=(10.0, 20.0), duration_steps=3, interval_steps=(5, 5)))
+    inner = ForceSeen(hopper())
+    env = RandomPushes(inner, Pushes(body="torso", force=(10.0, 20.0), duration_steps=3, interval_steps=(5, 5)))
     env.reset(seed=0)
     forces = [env.step(np.zeros(3))[4]["push_force"] for _ in range(12)]
+    assert inner.seen == forces  # the physics gets exactly the reported force, and none between pushes
     # A push starts on every 5th step counted from the end of the previous one and lasts 3 steps.
     pushed_at = [i for i, f in enumerate(forces) if f != 0.0]
     assert pushed_at == [4, 5, 6, 11]
