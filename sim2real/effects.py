@@ -23,8 +23,9 @@ except ImportError:  # numpy < 2
 class _NoiseBlock:
     """Standard-normal (or uniform) draws from an env generator, times ``scale`` plus ``offset``, one row at a time."""
 
-    def __init__(self, shape: tuple[int, ...], kind: str = "normal", scale: float | np.ndarray = 1.0):
-        self.shape, self.kind, self.scale = shape, kind, scale
+    def __init__(self, shape: tuple[int, ...], kind: str = "normal", scale: float | np.ndarray = 1.0,
+                 dtype: np.dtype | type = np.float64):
+        self.shape, self.kind, self.scale, self.dtype = shape, kind, scale, np.dtype(dtype)
         self.offset: float | np.ndarray = 0.0
         self._block: np.ndarray | None = None
         self._i = BLOCK
@@ -47,6 +48,8 @@ class _NoiseBlock:
             if not np.all(np.equal(self.scale, 1.0)):
                 self._block *= self.scale  # scaled once per block, not once per step
             self._block += self.offset
+            if self.dtype != self._block.dtype:
+                self._block = self._block.astype(self.dtype)  # e.g. float32 actions stay float32: no casts per step
             self._i = 0
         row = self._block[self._i]
         self._i += 1
@@ -70,7 +73,9 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.std = std
         self.bias_std = bias_std
         self.bias = np.zeros(env.observation_space.shape)
-        self._noise = _NoiseBlock(env.observation_space.shape, scale=std)
+        dtype = env.observation_space.dtype
+        self._noise = _NoiseBlock(env.observation_space.shape, scale=std,
+                                  dtype=dtype if np.issubdtype(dtype, np.floating) else np.float64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -82,7 +87,7 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
 
     def observation(self, observation):
         out = observation + (self._noise.next(self) if self.std else self.bias)
-        # A MuJoCo observation is float64 like the noise; only a float32 sensor needs the cast back.
+        # The noise has the sensor's dtype; only the noise-free bias path or an odd dtype needs a cast back.
         return out if out.dtype == observation.dtype else out.astype(observation.dtype)
 
 
@@ -103,7 +108,7 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self.std = std
         scale = (env.action_space.high - env.action_space.low) / 2 * std
         self._low, self._high, self._dtype = env.action_space.low, env.action_space.high, env.action_space.dtype
-        self._noise = _NoiseBlock(env.action_space.shape, scale=scale)
+        self._noise = _NoiseBlock(env.action_space.shape, scale=scale, dtype=env.action_space.dtype)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -205,6 +210,7 @@ class SensorFaults(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.drop_prob = drop_prob
         self.stuck_prob = stuck_prob
         self.stuck = np.zeros(env.observation_space.shape, dtype=bool)
+        self._any_stuck = False
         self._stuck_values = None
         self._uniform = _NoiseBlock(env.observation_space.shape, kind="uniform")
 
@@ -213,15 +219,16 @@ class SensorFaults(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         if seed is not None:
             self._uniform.reset()
         self.stuck = self.np_random.random(obs.shape) < self.stuck_prob
+        self._any_stuck = bool(self.stuck.any())
         self._stuck_values = obs.copy()
         info["stuck_sensors"] = np.flatnonzero(self.stuck).tolist()
         return self.observation(obs), info
 
     def observation(self, observation):
-        out = np.where(self.stuck, self._stuck_values, observation)
+        out = np.where(self.stuck, self._stuck_values, observation) if self._any_stuck else observation
         if self.drop_prob:
             out = np.where(self._uniform.next(self) < self.drop_prob, 0.0, out)
-        return out.astype(observation.dtype)
+        return out if out.dtype == observation.dtype else out.astype(observation.dtype)
 
 
 class MotorLimits(gym.ActionWrapper, gym.utils.RecordConstructorArgs):

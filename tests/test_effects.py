@@ -114,6 +114,14 @@ def test_action_noise_stays_in_bounds():
     assert np.all(np.abs(outs) <= 3.0) and outs.std() > 0.1
 
 
+def test_action_noise_scale_is_in_units_of_the_bound_and_keeps_the_dtype():
+    env = ActionNoise(pendulum(), std=0.1)  # bound 3 -> noise std 0.3
+    env.reset(seed=0)
+    outs = np.array([env.action(np.array([0.0], dtype=np.float32)) for _ in range(4000)])
+    assert outs.dtype == np.float32
+    assert abs(outs.std() - 0.3) < 0.02 and abs(outs.mean()) < 0.03
+
+
 def test_sensor_faults_stuck_and_dropped():
     env = SensorFaults(pendulum(), stuck_prob=1.0)
     first, _ = env.reset(seed=0)
@@ -123,6 +131,17 @@ def test_sensor_faults_stuck_and_dropped():
     env.reset(seed=0)
     zeros = np.mean([np.mean(env.step(np.array([0.0], dtype=np.float32))[0] == 0) for _ in range(200)])
     assert 0.35 < zeros < 0.65
+    # Some stuck, some live: the stuck ones keep their first value, the others move.
+    env = SensorFaults(pendulum(), stuck_prob=0.5)
+    for seed in range(20):
+        first, info = env.reset(seed=seed)
+        if 0 < len(info["stuck_sensors"]) < 4:
+            break
+    stuck = np.zeros(4, dtype=bool)
+    stuck[info["stuck_sensors"]] = True
+    later = [env.step(np.array([1.0], dtype=np.float32))[0] for _ in range(5)][-1]
+    np.testing.assert_array_equal(later[stuck], first[stuck])
+    assert np.all(later[~stuck] != first[~stuck])
 
 
 def test_motor_saturation_and_dead_zone():
