@@ -155,6 +155,8 @@ def main() -> None:
     p.add_argument("--why", default=None, help="with --checkpoint: the reason, written into the model card")
     p.add_argument("--rewrite-cards", action="store_true",
                    help="rewrite existing entries' model cards from their measured card.json (no training, no measuring)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure existing entries again on every target world (e.g. after adding one) and rewrite their cards")
     p.add_argument("--dr-from-nominal", action="store_true",
                    help="a curriculum: train nominal first, then start the DR run from its best checkpoint")
     args = p.parse_args()
@@ -164,9 +166,12 @@ def main() -> None:
             if args.only and args.only != kind:
                 continue
             entry = ROOT / "policies" / f"{task}-{kind}"
-            if args.rewrite_cards:
+            if args.rewrite_cards or args.remeasure:
                 old = json.loads((entry / "card.json").read_text())
-                write_card(entry, task, randomize, old["returns"], measured=old.get("measured"))
+                if args.remeasure:
+                    write_card(entry, task, randomize, measure(entry))
+                else:
+                    write_card(entry, task, randomize, old["returns"], measured=old.get("measured"))
                 continue
             run_dir = ROOT / "runs" / "pretrain" / f"{task}-{kind}-{load_spec(task).pretrain.algo}-s{args.seed}"
             if args.run:
