@@ -3,6 +3,7 @@
 Usage:
     python scripts/make_zoo.py hopper                 # DR and nominal, spec's steps, seed 0
     python scripts/make_zoo.py hopper --export-only   # export runs/pretrain/... that already exist
+    python scripts/make_zoo.py hopper --remeasure     # measure the shipped entries again (e.g. a new target world)
 
 Each entry ``policies/<task>-<dr|nominal>/`` holds:
   model.zip     an ordinary SB3 model (the best evaluation checkpoint of the run)
@@ -111,6 +112,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
     }
     (entry / "card.json").write_text(json.dumps(card, indent=2))
     commit = card["git_commit"].removesuffix("-dirty")[:7]
+    at_commit = f"commit `{commit}`" + (" (with uncommitted changes)" if card["git_commit"].endswith("-dirty") else "")
     # A later zoo entry may replace the policy a curriculum started from; git keeps it at this commit.
     init_line = (f"\n- Started from `{card['init_from']}` as of commit `{commit}` (a curriculum: the nominal policy "
                  "first, then these steps under randomisation)") if card["init_from"] else ""
@@ -138,7 +140,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 {rows}
 
 The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `envs/{task}.yaml`).
-Reproduce: at commit `{commit}`, `{card['command']}`, then `{export_cmd}` (exports and measures).
+Reproduce: at {at_commit}, `{card['command']}`, then `{export_cmd}` (exports and measures).
 """)
 
 
@@ -166,12 +168,12 @@ def main() -> None:
             if args.only and args.only != kind:
                 continue
             entry = ROOT / "policies" / f"{task}-{kind}"
-            if args.rewrite_cards or args.remeasure:
+            if args.remeasure:
+                write_card(entry, task, randomize, measure(entry))
+                continue
+            if args.rewrite_cards:
                 old = json.loads((entry / "card.json").read_text())
-                if args.remeasure:
-                    write_card(entry, task, randomize, measure(entry))
-                else:
-                    write_card(entry, task, randomize, old["returns"], measured=old.get("measured"))
+                write_card(entry, task, randomize, old["returns"], measured=old.get("measured"))
                 continue
             run_dir = ROOT / "runs" / "pretrain" / f"{task}-{kind}-{load_spec(task).pretrain.algo}-s{args.seed}"
             if args.run:
