@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The four-case grid on Hopper: a small and a large target budget x a similar and a different target,
-# every strategy, 3 seeds, from the shipped DR policy (policies/hopper-dr).
+# every strategy, 5 seeds, from the shipped DR policy (policies/hopper-dr).
 #
 #   similar:   heavy_torso      -- torso x1.2, friction x0.85; the DR policy keeps ~73% of its sim return
 #   different: real_backwards   -- the 'real' world, and the reward asks for hopping backwards
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 run() {  # name budget eval_every
   sim2real study hopper --targets heavy_torso real_backwards heavy_torso_slow \
     --strategies zero-shot freeze reinit-top finetune full scratch \
-    --seeds 3 --budget "$2" --eval-every "$3" --out "runs/study/hopper-grid-$1"
+    --seeds 5 --budget "$2" --eval-every "$3" --out "runs/study/hopper-grid-$1"
   mkdir -p "docs/results/hopper-grid-$1"
   cp runs/study/hopper-grid-$1/{metrics.json,report.md,report.html,study.json,pretrained.json,*.png} \
      "docs/results/hopper-grid-$1/"
