@@ -1,4 +1,4 @@
-"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness."""
+"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate."""
 
 from __future__ import annotations
 
@@ -152,6 +152,45 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
     print(f"plot: {plot}  data: {out / 'robustness.json'}")
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim2real.evaluation import evaluate
+    from sim2real.training import atomic_write_text
+    from sim2real.transfer import load_for_evaluation, resolve_target
+
+    if args.episodes < 1:
+        raise UserError(f"--episodes {args.episodes}: must be at least 1")
+    pre, spec, model = load_for_evaluation(args.policy)
+    worlds = args.targets or list(spec.targets)
+    results = {}
+    for world in worlds:
+        env_fn = resolve_target(spec, world, args.import_module)
+        res = evaluate(model, env_fn, args.episodes, obs_rms=pre.obs_rms, seed=args.seed,
+                       deterministic=not args.stochastic)
+        results[world] = {"returns": res.returns, "lengths": res.lengths, "distances": res.distances}
+    table = Table(title=f"{args.policy}: {args.episodes} episodes per world, seed {args.seed}, "
+                        f"{'stochastic' if args.stochastic else 'deterministic'} actions")
+    for col in ("world", "return (mean ± std)", "episode length", "distance forward (m)"):
+        table.add_column(col, justify="left" if col == "world" else "right")
+    for world, r in results.items():
+        dist = "—" if r["distances"] is None else f"{np.mean(r['distances']):+.2f}"
+        table.add_row(world, f"{np.mean(r['returns']):,.1f} ± {np.std(r['returns']):,.1f}",
+                      f"{np.mean(r['lengths']):,.0f}", dist)
+    Console().print(table)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps({"policy": args.policy, "episodes": args.episodes, "seed": args.seed,
+                                           "deterministic": not args.stochastic, "worlds": results}, indent=2))
+        print(f"per-episode results: {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sim2real", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -247,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--episodes", type=int, default=5)
     rb.add_argument("--out", default="runs/robustness", help="folder for robustness.json/png (a study folder adds it to the report)")
     rb.set_defaults(func=_cmd_robustness)
+
+    ev = sub.add_parser("evaluate", help="a policy's return, episode length and distance on target worlds")
+    ev.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")
+    ev.add_argument("--targets", nargs="+", default=None,
+                    help="target worlds, Gymnasium ids (with --import) or module:Factory (default: every world of the task)")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=0, help="episode i runs on an env seeded SEED + i")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic mean")
+    ev.add_argument("--import", dest="import_module", default=None, help="module that registers your env")
+    ev.add_argument("--json", default=None, help="also write the per-episode results here")
+    ev.set_defaults(func=_cmd_evaluate)
     return p
 
 

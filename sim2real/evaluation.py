@@ -21,6 +21,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 class EvalResult:
     returns: list[float]
     lengths: list[int]
+    # Forward displacement (m) per episode, where the env reports ``info["x_velocity"]`` (Gymnasium's
+    # locomotion tasks): tells a policy that hops from one that stands still for the healthy reward.
+    distances: list[float] | None = None
 
     @property
     def mean(self) -> float:
@@ -60,6 +63,9 @@ def evaluate(
     done_mask = np.zeros(n_episodes, dtype=bool)
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=int)
+    distances = np.zeros(n_episodes)
+    dt = float(getattr(venv.unwrapped.envs[0].unwrapped, "dt", 0.0)) if hasattr(venv.unwrapped, "envs") else 0.0
+    has_x = dt > 0
     # Raw rewards come from the inner envs, not VecNormalize (which would scale them).
     while not done_mask.all():
         actions, _ = model.predict(obs, deterministic=deterministic)
@@ -67,9 +73,15 @@ def evaluate(
         raw = venv.get_original_reward() if isinstance(venv, VecNormalize) else rewards
         returns += np.where(done_mask, 0.0, raw)
         lengths += ~done_mask
+        if has_x:
+            try:  # x_velocity is (x after - x before) / dt, so its sum times dt is the displacement
+                distances += np.where(done_mask, 0.0, [info["x_velocity"] for info in infos]) * dt
+            except KeyError:
+                has_x = False
         done_mask |= dones
     venv.close()
-    return EvalResult(returns=returns.tolist(), lengths=lengths.tolist())
+    return EvalResult(returns=returns.tolist(), lengths=lengths.tolist(),
+                      distances=distances.tolist() if has_x else None)
 
 
 # ---------------------------------------------------------------- robustness sweeps

@@ -42,6 +42,7 @@ def test_envs_task_shows_parameters_and_worlds():
         (["transfer", "/nonexistent"], "no such model"),
         (["pretrain", "hopper", "--set", "oops"], "expected KEY=VALUE"),
         (["pretrain", "hopper", "--eval-episodes", "0"], "--eval-episodes 0: must be at least 1"),
+        (["evaluate", "policies/hopper-dr", "--episodes", "0"], "--episodes 0: must be at least 1"),
     ],
 )
 def test_user_errors_have_no_traceback(args, message, tmp_path):
@@ -60,3 +61,16 @@ def test_pretrain_then_transfer(tmp_path):
               "--eval-every", "64", "--eval-episodes", "1", "--out", str(tmp_path / "tr")).stdout
     assert "mean return" in out
     assert json.loads((tmp_path / "tr" / "result.json").read_text())["strategy"] == "freeze"
+
+
+def test_evaluate_reports_return_length_and_distance(tmp_path):
+    # The shipped Hopper policy hops forward: metres, not centimetres; the pendulum has no x-velocity.
+    out = run("evaluate", str(ROOT / "policies" / "hopper-dr"), "--targets", "nominal", "--episodes", "1",
+              "--json", str(tmp_path / "hopper.json"))
+    assert "distance forward" in out.stdout
+    hopper = json.loads((tmp_path / "hopper.json").read_text())["worlds"]["nominal"]
+    assert hopper["lengths"] == [1000] and hopper["distances"][0] > 5.0
+    run("evaluate", str(ROOT / "policies" / "inverted_pendulum-dr"), "--targets", "nominal", "real",
+        "--episodes", "2", "--json", str(tmp_path / "ip.json"))
+    ip = json.loads((tmp_path / "ip.json").read_text())["worlds"]
+    assert set(ip) == {"nominal", "real"} and ip["real"]["distances"] is None and len(ip["real"]["returns"]) == 2
