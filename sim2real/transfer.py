@@ -140,12 +140,12 @@ def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None
         try:
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
-            raise TransferError(f"--target {target}: cannot import {attr!r} from {module!r}: {exc}") from None
+            raise TransferError(f"target {target}: cannot import {attr!r} from {module!r}: {exc}") from None
         return EnvFactory(factory)
     if target in gym.registry:
         return EnvFactory(gym.make, target)
     raise TransferError(
-        f"--target {target!r}: not a target world of {spec.name} ({', '.join(spec.targets)}), "
+        f"target {target!r}: not a target world of {spec.name} ({', '.join(spec.targets)}), "
         "not a registered Gymnasium id (pass --import MODULE to register yours) and not module:Factory"
     )
 
