@@ -154,6 +154,7 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     import json
+    from dataclasses import asdict
     from pathlib import Path
 
     import numpy as np
@@ -167,27 +168,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes}: must be at least 1")
     pre, spec, model = load_for_evaluation(args.policy)
-    worlds = args.targets or list(spec.targets)
-    results = {}
-    for world in worlds:
-        env_fn = resolve_target(spec, world, args.import_module)
-        res = evaluate(model, env_fn, args.episodes, obs_rms=pre.obs_rms, seed=args.seed,
-                       deterministic=not args.stochastic)
-        results[world] = {"returns": res.returns, "lengths": res.lengths, "distances": res.distances}
+    results = {
+        world: evaluate(model, resolve_target(spec, world, args.import_module), args.episodes,
+                        obs_rms=pre.obs_rms, seed=args.seed, deterministic=not args.stochastic)
+        for world in args.targets or list(spec.targets)
+    }
     table = Table(title=f"{args.policy}: {args.episodes} episodes per world, seed {args.seed}, "
                         f"{'stochastic' if args.stochastic else 'deterministic'} actions")
     for col in ("world", "return (mean ± std)", "episode length", "distance forward (m)"):
         table.add_column(col, justify="left" if col == "world" else "right")
-    for world, r in results.items():
-        dist = "—" if r["distances"] is None else f"{np.mean(r['distances']):+.2f}"
-        table.add_row(world, f"{np.mean(r['returns']):,.1f} ± {np.std(r['returns']):,.1f}",
-                      f"{np.mean(r['lengths']):,.0f}", dist)
+    for world, res in results.items():
+        dist = "—" if res.distances is None else f"{np.mean(res.distances):+.2f}"
+        table.add_row(world, f"{res.mean:,.1f} ± {res.std:,.1f}", f"{np.mean(res.lengths):,.0f}", dist)
     Console().print(table)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
+        worlds = {world: asdict(res) for world, res in results.items()}
         atomic_write_text(out, json.dumps({"policy": args.policy, "episodes": args.episodes, "seed": args.seed,
-                                           "deterministic": not args.stochastic, "worlds": results}, indent=2))
+                                           "deterministic": not args.stochastic, "worlds": worlds}, indent=2))
         print(f"per-episode results: {out}")
 
 

@@ -64,7 +64,7 @@ def evaluate(
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=int)
     distances = np.zeros(n_episodes)
-    dt = float(getattr(venv.unwrapped.envs[0].unwrapped, "dt", 0.0)) if hasattr(venv.unwrapped, "envs") else 0.0
+    dt = float(getattr(venv.unwrapped.envs[0].unwrapped, "dt", 0.0))  # eval_vec_env is always a DummyVecEnv
     has_x = dt > 0
     # Raw rewards come from the inner envs, not VecNormalize (which would scale them).
     while not done_mask.all():
