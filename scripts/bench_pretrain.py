@@ -28,8 +28,9 @@ import json, sys, time, torch
 sys.path.insert(0, {root!r})
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
-from sim2real.make import make_sim_env
-from sim2real.training import EnvFactory, algo_kwargs
+from sim2real.worlds.make import make_sim_env
+from sim2real.learning.algos import algo_kwargs
+from sim2real.worlds.make import EnvFactory
 from sim2real.spec import load_spec
 
 def main():

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sim2real import make_sim_env, make_target_env  # noqa: E402
-from sim2real.randomization import PhysicsModel, apply_shift  # noqa: E402
+from sim2real.worlds.physics import PhysicsModel, apply_shift  # noqa: E402
 from sim2real.spec import available_tasks, load_spec  # noqa: E402
 
 
@@ -135,7 +135,7 @@ def main() -> None:
         }
         if spec.target("real").effects.action_delay:
             # make_target_env leaves out a wrapper whose setting is 0; put the delay queue back in.
-            from sim2real.effects import ActionDelay
+            from sim2real.worlds.effects import ActionDelay
             variants["effects"] = ActionDelay(variants["effects"], delay=0)
         rng = np.random.default_rng(0)
         space = variants["plain"].action_space

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sim2real.metrics import probability_of_improvement  # noqa: E402
 from sim2real.report import read_curve  # noqa: E402
-from sim2real.transfer import TransferConfig, transfer  # noqa: E402
+from sim2real.transfer.run import TransferConfig, transfer  # noqa: E402
 
 
 def main() -> None:

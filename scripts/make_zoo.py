@@ -28,11 +28,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim2real.evaluation import evaluate  # noqa: E402
-from sim2real.make import make_target_env  # noqa: E402
+from sim2real.learning.evaluation import evaluate  # noqa: E402
+from sim2real.worlds.make import make_target_env  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
-from sim2real.training import EnvFactory, norm_paths, save_norm_arrays  # noqa: E402
-from sim2real.transfer import load_for_evaluation  # noqa: E402
+from sim2real.learning.artifacts import norm_paths, save_norm_arrays  # noqa: E402
+from sim2real.worlds.make import EnvFactory  # noqa: E402
+from sim2real.learning.loading import load_for_evaluation  # noqa: E402
 
 EVAL_EPISODES = 10
 EVAL_SEED = 123_456
@@ -127,7 +128,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
     verdict = ("meets" if returns["nominal"]["mean"] >= bar else "falls short of") if bar else "has no"
     (entry / "README.md").write_text(f"""# {task} — {'domain-randomised' if randomize else 'nominal-sim'} {card['algo'].upper()} policy
 
-- Gymnasium id: `{spec.env_id}`; spec: `envs/{task}.yaml`
+- Gymnasium id: `{spec.env_id}`; spec: `sim2real/envs/{task}.yaml`
 - Trained with: `{card['command']}` (seed {card['seed']})
 - Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps
   ({why}){init_line}
@@ -139,7 +140,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 |---|---|---|
 {rows}
 
-The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `envs/{task}.yaml`).
+The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `sim2real/envs/{task}.yaml`).
 Reproduce: at {at_commit}, `{card['command']}`, then `{export_cmd}` (exports and measures).
 """)
 

@@ -1,48 +1,62 @@
-"""sim2real: pretrain in randomised MuJoCo, transfer to a shifted target world, measure what transfer bought."""
+"""sim2real: pretrain in randomised MuJoCo, transfer to a shifted target world, measure what transfer bought.
 
-from sim2real.make import make_sim_env, make_target_env, register_envs
+``import sim2real`` stays light (no torch, no SB3): it loads the specs, registers every task's
+worlds as Gymnasium ids, and names the API. ``pretrain``, ``run_transfer`` and ``run_study`` import
+the learning stack on first use.
+
+Layers, each importing only those below it::
+
+    cli, study, report, metrics, robustness, executors, describe   the top
+    transfer/   cases, the strategy registry, the transfer run
+    learning/   SB3: layer groups, artifacts, policy loading, callbacks, evaluation, pretraining
+    worlds/     MuJoCo worlds: physics, effects, task variants, policy inputs, make/register
+    spec, progress                                                  the base (no sim2real imports)
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from sim2real.spec import SpecError, TaskSpec, load_spec
+from sim2real.worlds.make import make_sim_env, make_target_env, register_envs
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 register_envs()
 
-# Load the submodules that share a name with the API functions below *before* defining them:
-# a submodule's first import binds it on the package, which would otherwise shadow the function.
-from sim2real import study as _study_module  # noqa: E402,F401
-from sim2real import transfer as _transfer_module  # noqa: E402,F401
+# name -> (module, attribute), imported on first access (PEP 562) so `import sim2real` loads no torch.
+_LAZY = {
+    "pretrain": ("sim2real.learning.pretrain", "pretrain"),
+    "PretrainConfig": ("sim2real.learning.pretrain", "PretrainConfig"),
+    "run_transfer": ("sim2real.transfer.run", "transfer"),
+    "TransferConfig": ("sim2real.transfer.run", "TransferConfig"),
+    "run_study": ("sim2real.study", "run_study"),
+    "StudyConfig": ("sim2real.study", "StudyConfig"),
+    "load_pretrained": ("sim2real.learning.loading", "load_pretrained"),
+    "evaluate": ("sim2real.learning.evaluation", "evaluate"),
+}
 
-
-def pretrain(task: str, out=None, resume: bool = False, **config):
-    """Pretrain a policy in the task's randomised sim (``sim2real pretrain``); returns the run folder.
-
-    Keyword arguments are :class:`sim2real.training.PretrainConfig` fields (``steps``, ``seed``, ``randomize``...).
-    """
-    from sim2real.training import PretrainConfig
-    from sim2real.training import pretrain as _pretrain
-
-    return _pretrain(PretrainConfig(task=task, **config), out=out, resume=resume)
-
-
-def transfer(policy: str, target: str = "real", strategy: str = "finetune", out=None, **config):
-    """Carry a pretrained policy to a target world (``sim2real transfer``); returns the run folder.
-
-    Keyword arguments are :class:`sim2real.transfer.TransferConfig` fields (``budget``, ``seed``, ``lr_scale``...).
-    """
-    from sim2real.transfer import TransferConfig
-    from sim2real.transfer import transfer as _transfer
-
-    return _transfer(TransferConfig(policy=str(policy), target=target, strategy=strategy, **config), out=out)
-
-
-def study(task: str = "hopper", out=None, **config):
-    """Run (or resume) a study and write its report (``sim2real study``); returns the study folder."""
+if TYPE_CHECKING:
+    from sim2real.learning.evaluation import evaluate
+    from sim2real.learning.loading import load_pretrained
+    from sim2real.learning.pretrain import PretrainConfig, pretrain
     from sim2real.study import StudyConfig, run_study
+    from sim2real.transfer.run import TransferConfig
+    from sim2real.transfer.run import transfer as run_transfer
 
-    return run_study(StudyConfig(task=task, **config), out=out)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sim2real' has no attribute {name!r}")
 
 
 __all__ = [
-    "SpecError", "TaskSpec", "load_spec", "make_sim_env", "make_target_env", "pretrain", "transfer", "study",
-    "__version__",
+    "SpecError", "TaskSpec", "load_spec", "make_sim_env", "make_target_env", "__version__",
+    "pretrain", "PretrainConfig", "run_transfer", "TransferConfig", "run_study", "StudyConfig", "load_pretrained",
+    "evaluate",
 ]

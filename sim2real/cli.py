@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
+import sim2real
 from sim2real.spec import SpecError
 
 
@@ -12,7 +14,7 @@ class UserError(Exception):
     """A mistake in what the user asked for: printed without a traceback, exit status 2."""
 
 
-def parse_overrides(items: list[str] | None) -> dict:
+def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict:
     """``["batch_size=64", "policy_kwargs={net_arch: [16]}"]`` -> a dict (values parsed as YAML)."""
     import yaml
 
@@ -20,7 +22,7 @@ def parse_overrides(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set batch_size=64")
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} batch_size=64")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
@@ -35,7 +37,7 @@ def _cmd_envs(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
-    from sim2real.training import PretrainConfig, pretrain
+    from sim2real.learning.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(
         task=args.task,
@@ -52,35 +54,21 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         overrides=parse_overrides(args.set),
         init_from=args.init_from,
+        inputs=parse_overrides(args.inputs, flag="--inputs"),
     )
     run_dir = pretrain(cfg, out=args.out, resume=args.resume)
     print(f"pretrained policy: {run_dir}/model.zip  (TensorBoard: tensorboard --logdir {run_dir})")
 
 
 def _cmd_transfer(args: argparse.Namespace) -> None:
-    from sim2real.transfer import TransferConfig, transfer
+    from sim2real.transfer.run import TransferConfig, transfer
 
-    cfg = TransferConfig(
-        policy=args.policy,
-        target=args.target,
-        strategy=args.strategy,
-        budget=args.steps if args.steps is not None else args.budget,
-        seed=args.seed,
-        feature_layers=args.feature_layers,
-        lr_scale=args.lr_scale,
-        freeze_layers=args.freeze_layers,
-        reinit_head=args.reinit_head,
-        freeze_critic_features=args.freeze_critic_features,
-        norm=args.norm,
-        reset_exploration=args.reset_exploration,
-        critic_warmup=args.critic_warmup,
-        similarity_threshold=args.similarity,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        import_module=args.import_module,
-        threads=args.threads,
-        overrides=parse_overrides(args.set),
-    )
+    values = config_values(args, TransferConfig)
+    if args.steps is not None:
+        values["budget"] = args.steps
+    elif str(values["budget"]).isdigit():
+        values["budget"] = int(values["budget"])
+    cfg = TransferConfig(**values, overrides=parse_overrides(args.set))
     run_dir = transfer(cfg, out=args.out)
     import json
 
@@ -108,6 +96,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
         eval_episodes=args.eval_episodes,
         robustness=not args.no_robustness,
         similarity_threshold=args.similarity,
+        transfer_options=parse_overrides(args.option, flag="--option"),
     )
     study_dir = run_study(cfg, out=args.out)
     print(f"report: {study_dir / 'report.html'}  (and report.md, metrics.json; "
@@ -129,8 +118,8 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from sim2real.evaluation import plot_robustness, robustness_sweep
-    from sim2real.training import atomic_write_text
+    from sim2real.learning.artifacts import atomic_write_text
+    from sim2real.robustness import plot_robustness, robustness_sweep
 
     if args.range[0] > args.range[1] or args.range[0] <= 0:
         raise UserError(f"--range {args.range[0]} {args.range[1]}: need 0 < LO <= HI (scales of the nominal value)")
@@ -161,15 +150,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sim2real.evaluation import evaluate
-    from sim2real.training import atomic_write_text
-    from sim2real.transfer import load_for_evaluation, resolve_target
+    from sim2real.learning.artifacts import atomic_write_text
+    from sim2real.learning.evaluation import evaluate
+    from sim2real.learning.loading import load_for_evaluation
+    from sim2real.transfer.run import resolve_target
+    from sim2real.worlds.inputs import WithInputs
 
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes}: must be at least 1")
     pre, spec, model = load_for_evaluation(args.policy)
     results = {
-        world: evaluate(model, resolve_target(spec, world, args.import_module), args.episodes,
+        world: evaluate(model, WithInputs(resolve_target(spec, world, args.import_module), pre.inputs), args.episodes,
                         obs_rms=pre.obs_rms, seed=args.seed, deterministic=not args.stochastic)
         for world in args.targets or list(spec.targets)
     }
@@ -190,8 +181,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"per-episode results: {out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sim2real", description=__doc__)
+def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per documented field of a config dataclass: its default, type and help come from the field.
+
+    The dataclass is the one source of defaults; the CLI cannot drift from it.
+    """
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "help" not in meta or meta.get("cli") is False:
+            continue
+        if meta.get("positional"):
+            parser.add_argument(f.name, help=meta["help"])
+            continue
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        kwargs = {"dest": f.name, "default": f.default, "help": meta["help"]}
+        if f.default is False:
+            kwargs["action"] = "store_true"
+        else:
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type))
+            if kind is not None:
+                kwargs["type"] = kind
+            for key in ("choices", "metavar"):
+                if key in meta:
+                    kwargs[key] = meta[key]
+        parser.add_argument(flag, **kwargs)
+
+
+def config_values(args: argparse.Namespace, cls) -> dict:
+    """The parsed values of the flags :func:`add_config_args` made for ``cls``."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if "help" in f.metadata and f.metadata.get("cli") is not False}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``command``, only that subcommand's flags are built (a fast `sim2real envs`)."""
+    p = argparse.ArgumentParser(prog="sim2real", description="Pretrain in randomised MuJoCo, transfer to a shifted "
+                                "target world, and measure what transfer bought.")
+    p.add_argument("--version", action="version", version=f"sim2real {sim2real.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("envs", help="list tasks, or show one task's randomisation and target worlds")
@@ -217,64 +243,53 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
     t.add_argument("--init-from", default=None, metavar="POLICY",
                    help="start from this policy's weights and statistics (e.g. nominal first, then randomised)")
+    t.add_argument("--inputs", action="append", metavar="KEY=VALUE",
+                   help="override the spec's policy inputs: last_action=true, history=K")
     t.set_defaults(func=_cmd_pretrain)
 
-    from sim2real.transfer import STRATEGIES
+    x = sub.add_parser("transfer", help="carry a pretrained policy to a target world with a strategy",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if command in (None, "transfer"):
+        from sim2real.transfer.run import TransferConfig
 
-    x = sub.add_parser("transfer", help="carry a pretrained policy to a target world with a strategy")
-    x.add_argument("policy", help="a pretrain run folder, its model .zip, or a policies/ zoo entry")
-    x.add_argument("--target", default="real",
-                   help="a target world of the task, a Gymnasium id (with --import), or module:Factory")
-    x.add_argument("--strategy", default="finetune", choices=STRATEGIES)
-    x.add_argument("--steps", type=int, default=None, help="target steps (overrides --budget)")
-    x.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
-    x.add_argument("--seed", type=int, default=0)
-    x.add_argument("--feature-layers", type=int, default=1, help="how many lowest hidden layers are 'features'")
-    x.add_argument("--lr-scale", type=float, default=0.1, help="finetune: features learn at lr x this")
-    x.add_argument("--freeze-layers", type=int, default=0, help="finetune: freeze the k lowest layers")
-    x.add_argument("--reinit-head", action="store_true", help="freeze: re-initialise the action (output) layer")
-    x.add_argument("--freeze-critic-features", action="store_true", help="freeze: freeze the critic's features too")
-    x.add_argument("--norm", choices=["frozen", "adapt"], default="frozen",
-                   help="observation normalisation on the target: pretraining's statistics frozen, or adapting")
-    x.add_argument("--reset-exploration", type=float, default=None, metavar="LOG_STD",
-                   help="reset PPO log_std (or SAC log entropy coefficient) to this value")
-    x.add_argument("--similarity", type=float, default=0.25,
-                   help="auto: zero-shot/sim return below this counts as a different task")
-    x.add_argument("--critic-warmup", type=int, default=0, help="PPO: updates that train only the critic first")
-    x.add_argument("--eval-every", type=int, default=None)
-    x.add_argument("--eval-episodes", type=int, default=None)
-    x.add_argument("--import", dest="import_module", default=None, help="module that registers your env")
-    x.add_argument("--threads", type=int, default=1)
-    x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
-    x.add_argument("--out", default=None)
+        add_config_args(x, TransferConfig)
+        x.add_argument("--steps", type=int, default=None, help="target training steps (overrides --budget)")
+        x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
+        x.add_argument("--out", default=None, help="run folder (default runs/transfer/<task>/<target>/<strategy>/s<seed>)")
     x.set_defaults(func=_cmd_transfer)
 
-    from sim2real.study import DEFAULT_STRATEGIES
-
     st = sub.add_parser("study", help="run the grid targets x strategies x seeds and write the transfer report")
-    st.add_argument("task", nargs="?", default="hopper")
-    st.add_argument("--policy", default=None, help="pretrained policy (default: policies/<task>-dr)")
-    st.add_argument("--targets", nargs="+", default=["real"])
-    st.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
-    st.add_argument("--seeds", type=int, default=3)
-    st.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
-    st.add_argument("--workers", type=int, default=0, help="parallel runs (default: one per core)")
-    st.add_argument("--executor", choices=["local", "ray"], default="local",
-                    help="local worker processes, or Ray tasks (a local Ray, or a cluster with --ray-address)")
-    st.add_argument("--ray-address", default=None,
-                    help="with --executor ray: 'auto' joins the cluster this machine belongs to, or ray://HOST:10001")
-    st.add_argument("--threshold", type=float, default=0.9, help="time-to-threshold as a fraction of scratch's final")
-    st.add_argument("--eval-every", type=int, default=None)
-    st.add_argument("--eval-episodes", type=int, default=None)
-    st.add_argument("--similarity", type=float, default=0.25,
-                    help="case classification: zero-shot/sim return below this counts as a different task")
-    st.add_argument("--no-robustness", action="store_true", help="skip the robustness sweep in the report")
-    st.add_argument("--out", default=None, help="study folder (default runs/study/<task>-<budget>)")
+    if command in (None, "study"):
+        from sim2real.metrics import THRESHOLD_FRACTION
+        from sim2real.study import DEFAULT_STRATEGIES
+        from sim2real.transfer.cases import SIMILARITY_THRESHOLD
+
+        st.add_argument("task", nargs="?", default="hopper")
+        st.add_argument("--policy", default=None, help="pretrained policy (default: policies/<task>-dr)")
+        st.add_argument("--targets", nargs="+", default=["real"])
+        st.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
+        st.add_argument("--seeds", type=int, default=3)
+        st.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
+        st.add_argument("--workers", type=int, default=0, help="parallel runs (default: one per core)")
+        st.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="local worker processes, or Ray tasks (a local Ray, or a cluster with --ray-address)")
+        st.add_argument("--ray-address", default=None,
+                        help="with --executor ray: 'auto' joins the cluster this machine belongs to, or ray://HOST:10001")
+        st.add_argument("--threshold", type=float, default=THRESHOLD_FRACTION, help="time-to-threshold as a fraction of scratch's final")
+        st.add_argument("--eval-every", type=int, default=None)
+        st.add_argument("--eval-episodes", type=int, default=None)
+        st.add_argument("--similarity", type=float, default=SIMILARITY_THRESHOLD,
+                        help="case classification: zero-shot/sim return below this counts as a different task")
+        st.add_argument("--no-robustness", action="store_true", help="skip the robustness sweep in the report")
+        st.add_argument("--out", default=None, help="study folder (default runs/study/<task>-<budget>)")
+        st.add_argument("--option", action="append", metavar="KEY=VALUE",
+                        help="a transfer setting for every run (lr_scale, feature_layers, norm, ...)")
     st.set_defaults(func=_cmd_study)
 
     r = sub.add_parser("report", help="rebuild a study's report from its run folders")
     r.add_argument("dir")
-    r.add_argument("--threshold", type=float, default=0.9)
+    r.add_argument("--threshold", type=float, default=None,
+                   help="time-to-threshold fraction (default: the one the study recorded)")
     r.set_defaults(func=_cmd_report)
 
     rb = sub.add_parser("robustness", help="zero-shot return across a sweep of one physical parameter")
@@ -300,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         args.func(args)
     except (SpecError, UserError, FileExistsError, FileNotFoundError, ValueError) as exc:

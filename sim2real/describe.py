@@ -7,8 +7,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from sim2real.make import sim_env_id, target_env_id
-from sim2real.randomization import PhysicsModel
+from sim2real.worlds.make import sim_env_id, target_env_id
+from sim2real.worlds.physics import PhysicsModel
 from sim2real.spec import SpecError, available_tasks, load_spec
 
 console = Console()

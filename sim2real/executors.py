@@ -25,8 +25,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sim2real.training import atomic_write_text
-from sim2real.transfer import policy_files
+from sim2real.learning.artifacts import atomic_write_text
+from sim2real.learning.loading import policy_files
 
 EXECUTORS = ("local", "ray")
 

@@ -20,6 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Time to threshold: target steps until a curve reaches this fraction of scratch's final return.
+# The one place this default lives; configs, the CLI and the report read it from here.
+THRESHOLD_FRACTION = 0.9
+
 FINAL_K = 3  # evaluations averaged for the "final" return
 
 
@@ -124,7 +128,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, s
 def strategy_metrics(
     curves: list[Curve],
     scratch: list[Curve] | None,
-    threshold_fraction: float = 0.9,
+    threshold_fraction: float = THRESHOLD_FRACTION,
     threshold: float | None = None,
 ) -> dict:
     """Every metric of one strategy's runs (one curve per seed) against scratch's runs."""

@@ -20,8 +20,13 @@ import numpy as np  # noqa: E402
 
 from sim2real.metrics import Curve, strategy_metrics  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
-from sim2real.training import atomic_write_text  # noqa: E402
-from sim2real.transfer import classify  # noqa: E402
+from sim2real.learning.artifacts import atomic_write_text  # noqa: E402
+from sim2real.learning.evaluation import evaluate  # noqa: E402
+from sim2real.learning.loading import load_for_evaluation  # noqa: E402
+from sim2real.metrics import THRESHOLD_FRACTION, probability_of_improvement  # noqa: E402
+from sim2real.transfer.cases import SIMILARITY_THRESHOLD, classify  # noqa: E402
+from sim2real.worlds.inputs import WithInputs  # noqa: E402
+from sim2real.worlds.make import EnvFactory, make_target_env  # noqa: E402
 
 ORDER = ["zero-shot", "freeze", "reinit-top", "finetune", "full", "auto", "scratch"]
 COLORS = {"zero-shot": "#7f7f7f", "scratch": "#d62728", "freeze": "#1f77b4", "finetune": "#2ca02c",
@@ -80,14 +85,9 @@ def pretrained_sim_return(study_dir: Path, study: dict) -> float:
     cache = study_dir / "pretrained.json"
     if cache.exists():
         return json.loads(cache.read_text())["nominal_return"]
-    from sim2real.evaluation import evaluate
-    from sim2real.make import make_target_env
-    from sim2real.training import EnvFactory
-    from sim2real.transfer import load_for_evaluation
-
     cfg = study["config"]
     pre, spec, model = load_for_evaluation(cfg["policy"])
-    env_fn = EnvFactory(make_target_env, spec.path, "nominal")
+    env_fn = WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs)
     episodes = cfg.get("eval_episodes") or spec.budgets.eval_episodes
     res = evaluate(model, env_fn, episodes, obs_rms=pre.obs_rms, seed=20_000)
     atomic_write_text(cache, json.dumps({"nominal_return": res.mean, "returns": res.returns, "policy": cfg["policy"]}))
@@ -97,7 +97,7 @@ def pretrained_sim_return(study_dir: Path, study: dict) -> float:
 # ---------------------------------------------------------------- metrics and cases
 
 
-def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9, similarity_threshold: float | None = None,
+def compute_metrics(study_dir: Path, threshold_fraction: float = THRESHOLD_FRACTION, similarity_threshold: float | None = None,
                     runs: dict | None = None) -> dict:
     study = json.loads((study_dir / "study.json").read_text())
     cfg = study["config"]
@@ -116,7 +116,8 @@ def compute_metrics(study_dir: Path, threshold_fraction: float = 0.9, similarity
         entry = {"zero_shot_return": zero_shot, "sim_to_real_gap": sim_return - zero_shot,
                  "task_changed": task_changed, "strategies": strategies}
         if not math.isnan(zero_shot):
-            similarity = similarity_threshold or cfg.get("similarity_threshold", 0.25)
+            similarity = similarity_threshold if similarity_threshold is not None else cfg.get(
+                "similarity_threshold", SIMILARITY_THRESHOLD)
             decision = classify(spec, cfg["budget_steps"], sim_return, zero_shot, task_changed, similarity)
             entry["case"] = {"case": decision.case, "recommended": decision.strategy, "reason": decision.reason,
                              "large_budget": decision.large_budget, "similar": decision.similar}
@@ -148,8 +149,6 @@ def verdict(strategies: dict, recommended: str) -> dict:
                      f"({measured[best]['final_return_iqm']:.0f} vs {rec['final_return_iqm']:.0f}, intervals apart).")
     if "finetune" in measured and "freeze" in measured and "prob_improvement" in measured["finetune"]:
         ft, fr = measured["finetune"]["final_returns"], measured["freeze"]["final_returns"]
-        from sim2real.metrics import probability_of_improvement
-
         p, lo, hi = probability_of_improvement(ft, fr)
         v["finetune_beats_freeze"] = {"p": p, "ci95": [lo, hi]}
         word = "held" if lo > 0.5 else ("did not hold" if hi < 0.5 else "was not resolved by these seeds")
@@ -280,19 +279,25 @@ def case_lines(metrics: dict) -> list[str]:
     return lines
 
 
-def build_report(study_dir: str | Path, threshold_fraction: float = 0.9) -> Path:
-    """Compute metrics and write metrics.json, the plots, report.md and report.html."""
+def build_report(study_dir: str | Path, threshold_fraction: float | None = None) -> Path:
+    """Compute metrics and write metrics.json, the plots, report.md and report.html.
+
+    ``threshold_fraction`` defaults to the one the study recorded in study.json (a report rebuilt
+    later must not silently measure with a different threshold).
+    """
     study_dir = Path(study_dir)
     study = json.loads((study_dir / "study.json").read_text())
+    if threshold_fraction is None:
+        threshold_fraction = study["config"].get("threshold_fraction", THRESHOLD_FRACTION)
     runs = collect(study_dir)
     metrics = compute_metrics(study_dir, threshold_fraction, runs=runs)
     atomic_write_text(study_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     images = plot_curves(runs, study_dir, metrics["budget_steps"])
     if metrics["targets"]:
         images.append(plot_intervals(metrics, study_dir))
-    robustness = study_dir / "robustness.png"
-    if robustness.exists():
-        images.append(robustness)
+    for name in ("robustness.png", "latency.png"):
+        if (study_dir / name).exists():
+            images.append(study_dir / name)
     write_tensorboard_layout(study_dir)
 
     rows = metrics_table(metrics)

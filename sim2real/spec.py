@@ -8,14 +8,15 @@ file, the field, the value and what would be accepted.
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ENVS_DIR = Path(__file__).resolve().parent.parent / "envs"
+ENVS_DIR = Path(__file__).resolve().parent / "envs"
 
 PhysicsField = Literal[
     "body_mass",
@@ -116,40 +117,95 @@ class Randomization(_Strict):
     interval_episodes: int = Field(default=10, ge=1, description="resample every N episodes (when: interval)")
     params: list[ParamRange] = []
     pushes: Pushes | None = None
+    effects: Effects | None = Field(default=None, description="effect ranges drawn per episode (latency, noise, motors)")
+
+
+def _check_range(name: str, value, lo: float, hi: float | None = None, hi_open: bool = False,
+                 lo_open: bool = False) -> None:
+    """A fixed value or a ``(low, high)`` pair, every number inside the allowed interval."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if isinstance(value, (tuple, list)) and values[0] > values[1]:
+        raise ValueError(f"{name}: low ({values[0]}) must be <= high ({values[1]})")
+    for v in values:
+        if not math.isfinite(v):
+            raise ValueError(f"{name}: {v} is not a finite number")
+        if v < lo or (lo_open and v == lo) or (hi is not None and (v > hi or (hi_open and v == hi))):
+            left, right = ("(" if lo_open else "["), (")" if hi_open else "]")
+            raise ValueError(f"{name}: {v} is outside {left}{lo}, {'inf' if hi is None else hi}{right}")
+
+
+# A fixed value (target worlds) or a [low, high] range drawn once per episode (the sim world's
+# effect randomisation). The same models serve both, so an effect means one thing everywhere.
+Range = float | tuple[float, float]
+IntRange = int | tuple[int, int]
 
 
 class ObservationNoise(_Strict):
-    std: float = Field(default=0.0, ge=0)
-    bias_std: float = Field(default=0.0, ge=0, description="per-episode constant offset")
+    std: Range = Field(default=0.0, description="Gaussian noise std per step, in observation units")
+    bias_std: Range = Field(default=0.0, description="std of a constant offset drawn per episode")
+
+    @model_validator(mode="after")
+    def _check(self) -> ObservationNoise:
+        _check_range("std", self.std, 0.0)
+        _check_range("bias_std", self.bias_std, 0.0)
+        return self
 
 
 class SensorFaults(_Strict):
-    drop_prob: float = Field(default=0.0, ge=0, le=1, description="per step and sensor: reads 0")
-    stuck_prob: float = Field(default=0.0, ge=0, le=1, description="per episode and sensor: holds its first value")
+    drop_prob: Range = Field(default=0.0, description="per step and sensor: reads 0")
+    stuck_prob: Range = Field(default=0.0, description="per episode and sensor: holds its first value")
+
+    @model_validator(mode="after")
+    def _check(self) -> SensorFaults:
+        _check_range("drop_prob", self.drop_prob, 0.0, 1.0)
+        _check_range("stuck_prob", self.stuck_prob, 0.0, 1.0)
+        return self
 
 
 class Motor(_Strict):
-    saturation: float = Field(default=1.0, gt=0, le=1, description="fraction of the action bound the motor reaches")
-    dead_zone: float = Field(default=0.0, ge=0, lt=1, description="fraction of the action bound below which nothing moves")
+    strength: Range = Field(default=1.0, description="scale on every command (0.8: the motor gives 80%)")
+    saturation: Range = Field(default=1.0, description="fraction of the action bound the motor reaches")
+    dead_zone: Range = Field(default=0.0, description="fraction of the action bound below which nothing moves")
+
+    @model_validator(mode="after")
+    def _check(self) -> Motor:
+        _check_range("strength", self.strength, 0.0, 2.0, lo_open=True)
+        _check_range("saturation", self.saturation, 0.0, 1.0, lo_open=True)
+        _check_range("dead_zone", self.dead_zone, 0.0, 1.0, hi_open=True)
+        return self
 
 
 class Effects(_Strict):
-    """What a real world adds beyond physics (each one wrapper, composed in one order)."""
+    """What a real world adds beyond physics (each one wrapper, composed in one order: worlds.effects.EFFECT_ORDER)."""
 
     obs_noise: ObservationNoise | None = None
-    action_noise_std: float = Field(default=0.0, ge=0)
-    action_delay: int | tuple[int, int] = Field(default=0, description="steps, fixed or a (low, high) range per episode")
-    obs_delay: int = Field(default=0, ge=0)
+    action_noise_std: Range = Field(default=0.0, description="in units of the action bound")
+    action_delay: IntRange = Field(default=0, description="steps between the policy's command and the motor")
+    obs_delay: IntRange = Field(default=0, description="steps between the sensor and the policy")
     sensors: SensorFaults | None = None
     motor: Motor | None = None
 
-    @field_validator("action_delay")
-    @classmethod
-    def _delay(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
-        lo, hi = (v, v) if isinstance(v, int) else v
-        if lo < 0 or lo > hi:
-            raise ValueError(f"action_delay must be >= 0 with low <= high, got {v}")
-        return v
+    @model_validator(mode="after")
+    def _check(self) -> Effects:
+        _check_range("action_noise_std", self.action_noise_std, 0.0)
+        _check_range("action_delay", self.action_delay, 0, 50)
+        _check_range("obs_delay", self.obs_delay, 0, 50)
+        return self
+
+
+class PolicyInputs(_Strict):
+    """What the policy sees besides the observation: part of the policy, recorded in its run folder.
+
+    ``last_action`` appends the previous command (so latency becomes observable);
+    ``history: k`` appends the k previous observations and commands (dynamics become observable).
+    """
+
+    last_action: bool = False
+    history: int = Field(default=0, ge=0, le=16)
+
+    @property
+    def active(self) -> bool:
+        return self.last_action or self.history > 0
 
 
 class TaskVariant(_Strict):
@@ -228,6 +284,7 @@ class TaskSpec(_Strict):
     pretrain: Pretraining
     transfer: Transfer = Transfer()
     randomization: Randomization = Randomization()
+    observation: PolicyInputs = PolicyInputs()
     task_variants: dict[str, TaskVariant] = {}
     targets: dict[str, TargetWorld]
     budgets: Budgets

@@ -27,8 +27,13 @@ from pathlib import Path
 from sim2real.executors import check_executor, make_executor
 from sim2real.progress import fmt_duration
 from sim2real.spec import load_spec
-from sim2real.training import atomic_write_text, write_run_info
-from sim2real.transfer import STRATEGIES, TransferConfig, TransferError
+from sim2real.learning.artifacts import atomic_write_text, write_run_info
+from sim2real.metrics import THRESHOLD_FRACTION
+from sim2real.report import build_report
+from sim2real.robustness import LATENCY, plot_robustness, robustness_sweep
+from sim2real.transfer.cases import SIMILARITY_THRESHOLD
+from sim2real.transfer.run import TransferConfig, TransferError, transfer
+from sim2real.transfer.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STRATEGIES = ["zero-shot", "freeze", "finetune", "scratch"]
@@ -45,11 +50,19 @@ class StudyConfig:
     workers: int = 0  # 0: one per core
     executor: str = "local"  # or "ray" (see sim2real.executors)
     ray_address: str | None = None  # with executor "ray": None starts a local Ray; "auto" joins a running cluster
-    threshold_fraction: float = 0.9
-    similarity_threshold: float = 0.25  # zero-shot / sim return below this counts as a different task
+    threshold_fraction: float = THRESHOLD_FRACTION
+    similarity_threshold: float = SIMILARITY_THRESHOLD  # zero-shot / sim return below this: a different task
     eval_every: int | None = None
     eval_episodes: int | None = None
-    robustness: bool = True  # sweep the spec's robustness parameter for the report
+    robustness: bool = True  # sweep the spec's robustness parameter (and action latency) for the report
+    # Further TransferConfig fields passed to every run unchanged (lr_scale, feature_layers, norm, overrides...).
+    transfer_options: dict = field(default_factory=dict)
+
+    def run_config(self, policy: str, run: RunSpec) -> TransferConfig:
+        """The transfer config of one run of the grid: the study's settings, not the transfer defaults."""
+        return TransferConfig(policy=policy, target=run.target, strategy=run.strategy, budget=self.budget,
+                              seed=run.seed, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
+                              similarity_threshold=self.similarity_threshold, threads=1, **self.transfer_options)
 
     def resolved_policy(self) -> str:
         if self.policy:
@@ -84,14 +97,22 @@ def grid(cfg: StudyConfig) -> list[RunSpec]:
     return [RunSpec(t, s, seed) for s in order for t in cfg.targets for seed in range(cfg.seeds)]
 
 
-def _run_one(policy: str, run_dir: str, run: RunSpec, budget: str | int, eval_every, eval_episodes) -> dict:
+def _check_transfer_options(options: dict) -> None:
+    from dataclasses import fields
+
+    set_by_study = {"policy", "target", "strategy", "budget", "seed", "eval_every", "eval_episodes",
+                    "similarity_threshold", "threads"}
+    allowed = sorted(f.name for f in fields(TransferConfig) if f.name not in set_by_study)
+    for key in options:
+        if key not in allowed:
+            raise TransferError(f"transfer option {key!r}: not a transfer setting a study passes through; "
+                                f"allowed: {', '.join(allowed)}")
+
+
+def _run_one(policy: str, run_dir: str, cfg: TransferConfig) -> dict:
     """Worker: one transfer run. Returns a status dict; never raises (the study goes on)."""
     t0 = time.monotonic()
     try:
-        from sim2real.transfer import transfer
-
-        cfg = TransferConfig(policy=policy, target=run.target, strategy=run.strategy, budget=budget, seed=run.seed,
-                             eval_every=eval_every, eval_episodes=eval_episodes, threads=1)
         transfer(cfg, out=run_dir, quiet=True)
         return {"ok": True, "seconds": time.monotonic() - t0}
     except Exception:  # noqa: BLE001 - recorded in the run folder and reported
@@ -137,11 +158,13 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
     policy = cfg.resolved_policy()
     budget = spec.budget(cfg.budget)
     study_dir = Path(out) if out else Path("runs") / "study" / f"{cfg.task}-{cfg.budget}"
+    runs = grid(cfg)  # validates targets, strategies and the executor before anything is written
+    _check_transfer_options(cfg.transfer_options)
+    cfg.run_config(policy, runs[0]).validate()
     study_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(study_dir, {**asdict(cfg), "policy": policy, "budget_steps": budget})
     os.replace(study_dir / "run.json", study_dir / "study.json")
 
-    runs = grid(cfg)
     todo = []
     for r in runs:
         d = r.dir(study_dir)
@@ -165,8 +188,7 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
             while queue or pending:
                 while queue and len(pending) < progress.workers:
                     r = queue.pop(0)
-                    fut = executor.submit(_run_one, policy, r.dir(study_dir), r, cfg.budget, cfg.eval_every,
-                                          cfg.eval_episodes)
+                    fut = executor.submit(_run_one, policy, r.dir(study_dir), cfg.run_config(policy, r))
                     pending[fut] = r
                 progress.running = len(pending)
                 if not quiet:
@@ -197,27 +219,27 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
     for f in failures:
         print(f"failed run: {f}", file=sys.stderr)
 
-    if cfg.robustness and spec.robustness and not (study_dir / "robustness.json").exists():
+    if cfg.robustness and spec.robustness:
         _robustness(cfg, spec, policy, study_dir, quiet)
-
-    from sim2real.report import build_report
 
     build_report(study_dir, threshold_fraction=cfg.threshold_fraction)
     return study_dir
 
 
 def _robustness(cfg: StudyConfig, spec, policy: str, study_dir: Path, quiet: bool) -> None:
-    """The EPOpt-style plot: zero-shot return across the spec's parameter sweep, DR against nominal pretraining."""
-    from sim2real.evaluation import plot_robustness, robustness_sweep
-
+    """The EPOpt-style plot (zero-shot return across the spec's parameter sweep) and one across 0-3 steps of
+    action latency, DR against nominal pretraining."""
     policies = [policy]
     nominal = ROOT / "policies" / f"{cfg.task}-nominal"
     if nominal.exists() and str(nominal) != policy:
         policies.append(str(nominal))
     r = spec.robustness
-    if not quiet:
-        print(f"robustness sweep: {r.param} x {r.range[0]}..{r.range[1]} for {len(policies)} policies", file=sys.stderr)
-    sweep = robustness_sweep(policies, r.param, r.range[0], r.range[1], r.points,
-                             episodes=cfg.eval_episodes or spec.budgets.eval_episodes)
-    atomic_write_text(study_dir / "robustness.json", json.dumps(sweep, indent=2))
-    plot_robustness(sweep, study_dir / "robustness.png")
+    episodes = cfg.eval_episodes or spec.budgets.eval_episodes
+    for name, (param, low, high) in {"robustness": (r.param, *r.range), "latency": (LATENCY, 0, 3)}.items():
+        if (study_dir / f"{name}.json").exists():
+            continue
+        if not quiet:
+            print(f"robustness sweep: {param} {low}..{high} for {len(policies)} policies", file=sys.stderr)
+        sweep = robustness_sweep(policies, param, low, high, r.points, episodes=episodes)
+        atomic_write_text(study_dir / f"{name}.json", json.dumps(sweep, indent=2))
+        plot_robustness(sweep, study_dir / f"{name}.png")

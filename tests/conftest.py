@@ -16,7 +16,7 @@ TINY = {"n_steps": 64, "batch_size": 32, "n_epochs": 2, "policy_kwargs": {"net_a
 @pytest.fixture(scope="session")
 def tiny_pretrained(tmp_path_factory) -> Path:
     """A tiny PPO policy pretrained for a few hundred steps on a normalised InvertedPendulum spec."""
-    from sim2real.training import PretrainConfig, pretrain
+    from sim2real.learning.pretrain import PretrainConfig, pretrain
 
     out = tmp_path_factory.mktemp("pretrained") / "run"
     cfg = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=256, eval_every=128, eval_episodes=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from sim2real.effects import ActionDelay, ActionNoise, MotorLimits, ObservationDelay, ObservationNoise, SensorFaults
+from sim2real.worlds.effects import ActionDelay, ActionNoise, MotorLimits, ObservationDelay, ObservationNoise, SensorFaults
 
 
 class Recorder(gym.Wrapper):

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from sim2real.training import PretrainConfig, pretrain
+from sim2real.learning.pretrain import PretrainConfig, pretrain
 
 
 @pytest.mark.filterwarnings("ignore")

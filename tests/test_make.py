@@ -10,7 +10,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_vec_env
 
 import sim2real
-from sim2real.make import sim_env_id, target_env_id
+from sim2real.worlds.make import sim_env_id, target_env_id
 from sim2real.spec import available_tasks, load_spec
 
 WORLDS = [(task, world) for task in available_tasks() for world in load_spec(task).targets]

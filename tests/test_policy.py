@@ -8,7 +8,7 @@ import torch
 from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sim2real.policy import GROUPED, layer_groups, regroup_optimizers, reinitialize
+from sim2real.learning.groups import GROUPED, layer_groups, regroup_optimizers, reinitialize
 
 PLAIN = {"ppo": PPO, "sac": SAC, "td3": TD3}
 KWARGS = {

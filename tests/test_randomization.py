@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from sim2real.randomization import (
+from sim2real.worlds.physics import (
     DomainRandomization,
     FixedPhysicsShift,
     PhysicsModel,

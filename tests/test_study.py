@@ -64,9 +64,11 @@ def test_report_rebuilds_from_run_folders(tiny_study):
 
 
 def test_a_failing_run_is_recorded_not_raised(tmp_path):
-    from sim2real.study import RunSpec, _run_one
+    from sim2real.study import _run_one
+    from sim2real.transfer.run import TransferConfig
 
-    status = _run_one("/nonexistent", str(tmp_path / "r"), RunSpec("heavy", "finetune", 0), 64, 64, 1)
+    cfg = TransferConfig(policy="/nonexistent", target="heavy", budget=64, eval_every=64, eval_episodes=1)
+    status = _run_one("/nonexistent", str(tmp_path / "r"), cfg)
     assert status["ok"] is False and "no such model" in status["error"]
     assert "Traceback" in (tmp_path / "r" / "error.txt").read_text()
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from stable_baselines3 import PPO
 
-from sim2real.training import PretrainConfig, pretrain
+from sim2real.learning.pretrain import PretrainConfig, pretrain
 
 from .conftest import DATA, TINY
 

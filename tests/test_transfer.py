@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from sim2real.policy import layer_groups
+from sim2real.learning.groups import layer_groups
 from sim2real.spec import load_spec
-from sim2real.transfer import (
-    STRATEGIES,
-    TransferConfig,
-    TransferError,
-    build_model,
-    classify,
-    load_pretrained,
-    transfer,
-)
+from sim2real.learning.loading import load_pretrained
+from sim2real.transfer.cases import classify
+from sim2real.transfer.run import TransferConfig, TransferError, build_model, transfer
+from sim2real.transfer.strategies import STRATEGIES
 
 FAST = {"eval_every": 128, "eval_episodes": 1}
 
@@ -50,7 +45,7 @@ def test_freeze_keeps_features_bit_identical_in_a_real_transfer(tiny_pretrained,
 
 
 def test_finetune_gives_features_a_lower_rate_and_freeze_layers_freezes(tiny_pretrained):
-    from sim2real.transfer import apply_strategy
+    from sim2real.transfer.strategies import apply_strategy
 
     pre = load_pretrained(tiny_pretrained)
     spec = load_spec(pre.task)
@@ -158,5 +153,6 @@ def test_reinit_head_replaces_only_the_action_layer(tiny_pretrained, tmp_path):
 def test_python_api_mirrors_the_cli(tiny_pretrained, tmp_path):
     import sim2real
 
-    run = sim2real.transfer(tiny_pretrained, target="heavy", strategy="zero-shot", out=tmp_path / "api", **FAST)
+    cfg = sim2real.TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="zero-shot", **FAST)
+    run = sim2real.run_transfer(cfg, out=tmp_path / "api")
     assert (run / "result.json").exists()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sim2real.evaluation import evaluate
-from sim2real.make import make_target_env
-from sim2real.training import EnvFactory
-from sim2real.transfer import load_for_evaluation
+from sim2real.learning.evaluation import evaluate
+from sim2real.worlds.make import make_target_env
+from sim2real.worlds.make import EnvFactory
+from sim2real.learning.loading import load_for_evaluation
 
 ZOO = Path(__file__).resolve().parent.parent / "policies"
 ENTRIES = sorted(p.parent for p in ZOO.glob("*/card.json"))

@@ -6,13 +6,11 @@ observation forwards)::
     Gymnasium MuJoCo env (with its TimeLimit)
     -> physics: DomainRandomization (sim) or FixedPhysicsShift (target)
     -> RandomPushes                      external forces on a body
-    -> task variant                      reward rewrite ("different task")
-    -> MotorLimits                       saturation / dead zone, closest to the motor
-    -> ActionNoise
-    -> SensorFaults                      dropped / stuck sensors, closest to the sensor
-    -> ObservationNoise                  noise + per-episode bias
-    -> ObservationDelay
-    -> ActionDelay                       latency between policy and motor
+    -> task variant                      reward rewrite ("different task", targets only)
+    -> effects, in worlds.effects.EFFECT_ORDER (motor, action noise, sensor faults,
+       observation noise, observation delay, action delay): fixed on a target,
+       drawn per episode in the sim world
+    -> [the policy's inputs: last action / history -- added by the policy, not the world]
 
 Observation normalisation is not here: it lives at the VecEnv (``VecNormalize``).
 Every randomised sim world is registered as ``sim2real/<Task>-DR-v0``, every
@@ -21,14 +19,15 @@ target world as ``sim2real/<Task>-<world>-v0`` (``-nominal-v0`` is the plain sim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 
-from sim2real import effects
-from sim2real.randomization import DomainRandomization, FixedPhysicsShift, RandomPushes
 from sim2real.spec import SpecError, TaskSpec, available_tasks, load_spec
-from sim2real.tasks import apply_task_variant
+from sim2real.worlds.effects import apply_effects
+from sim2real.worlds.physics import DomainRandomization, FixedPhysicsShift, RandomPushes
+from sim2real.worlds.variants import apply_task_variant
 
 NAMESPACE = "sim2real"
 
@@ -83,7 +82,7 @@ def make_sim_env(
             env = RandomPushes(env, r.pushes)
     except SpecError as exc:
         raise _with_context(spec, "", exc) from None
-    return env
+    return apply_effects(env, r.effects) if r.effects is not None else env
 
 
 def make_target_env(task: str | TaskSpec, world: str = "real", render_mode: str | None = None, **env_kwargs: Any) -> gym.Env:
@@ -109,20 +108,7 @@ def make_target_env(task: str | TaskSpec, world: str = "real", render_mode: str 
         raise _with_context(spec, f"targets.{world}.", exc) from None
     if target.task_variant is not None:
         env = apply_task_variant(env, spec.task_variants[target.task_variant])
-    fx = target.effects
-    if fx.motor is not None:
-        env = effects.MotorLimits(env, saturation=fx.motor.saturation, dead_zone=fx.motor.dead_zone)
-    if fx.action_noise_std:
-        env = effects.ActionNoise(env, std=fx.action_noise_std)
-    if fx.sensors is not None:
-        env = effects.SensorFaults(env, drop_prob=fx.sensors.drop_prob, stuck_prob=fx.sensors.stuck_prob)
-    if fx.obs_noise is not None:
-        env = effects.ObservationNoise(env, std=fx.obs_noise.std, bias_std=fx.obs_noise.bias_std)
-    if fx.obs_delay:
-        env = effects.ObservationDelay(env, delay=fx.obs_delay)
-    if fx.action_delay:
-        env = effects.ActionDelay(env, delay=fx.action_delay)
-    return env
+    return apply_effects(env, target.effects)
 
 
 def camel(task: str) -> str:
@@ -145,10 +131,20 @@ def register_envs() -> None:
             spec = load_spec(task)
         except SpecError:
             continue  # a broken spec must not break `import sim2real`; `sim2real envs` reports it
-        ids = {sim_env_id(task): ("sim2real.make:make_sim_env", {"task": task})}
+        ids = {sim_env_id(task): ("sim2real.worlds.make:make_sim_env", {"task": task})}
         for world in spec.targets:
-            ids[target_env_id(task, world)] = ("sim2real.make:make_target_env", {"task": task, "world": world})
+            ids[target_env_id(task, world)] = ("sim2real.worlds.make:make_target_env", {"task": task, "world": world})
         for env_id, (entry_point, kwargs) in ids.items():
             if env_id not in gym.registry:
                 # TimeLimit is already inside (from the base env), so none is added here.
                 gym.register(env_id, entry_point=entry_point, kwargs=kwargs)
+
+
+class EnvFactory:
+    """A picklable env thunk (SubprocVecEnv needs one)."""
+
+    def __init__(self, fn: Callable[..., gym.Env], *args: Any, **kwargs: Any):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self) -> gym.Env:
+        return self.fn(*self.args, **self.kwargs)

@@ -1,0 +1,157 @@
+"""What a run folder holds: run.json, checkpoints (model, normalisation statistics, replay buffer), written atomically.
+
+Every run folder explains itself (resolved config, command line, versions, git commit), and
+normalisation statistics are stored as plain arrays beside SB3's pickle so that reading a run
+folder never needs to unpickle anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import mujoco
+import numpy as np
+import stable_baselines3
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecNormalize
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sim2real")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "sim2real": _version(),
+        "stable_baselines3": stable_baselines3.__version__,
+        "gymnasium": gymnasium.__version__,
+        "mujoco": mujoco.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+        )
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_run_info(run_dir: Path, config: dict[str, Any]) -> None:
+    """Every run folder explains itself: config, command line, versions, git commit."""
+    info = {
+        "config": config,
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, default=str))
+
+
+def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model") -> None:
+    """Model, normalisation statistics and (off-policy) replay buffer, each written atomically.
+
+    A crash mid-write leaves the previous files intact: each is written to a
+    temporary name and moved into place.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{name}.tmp.zip"
+    model.save(tmp)
+    os.replace(tmp, directory / f"{name}.zip")
+    venv = model.get_env()
+    if isinstance(venv, VecNormalize):
+        pkl, npz = norm_paths(directory, name)
+        tmp = directory / f".{name}_vecnormalize.tmp.pkl"
+        venv.save(str(tmp))
+        os.replace(tmp, pkl)
+        # The same statistics as plain arrays: loadable without unpickling anything.
+        tmp = directory / f".{name}_obs_rms.tmp.npz"
+        with tmp.open("wb") as f:
+            save_norm_arrays(f, venv)
+        os.replace(tmp, npz)
+    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
+        tmp = directory / f".{name}_replay_buffer.tmp.pkl"
+        model.save_replay_buffer(tmp)
+        os.replace(tmp, directory / f"{name}_replay_buffer.pkl")
+
+
+def norm_paths(directory: Path, name: str) -> tuple[Path, Path]:
+    """Where the normalisation statistics of checkpoint ``name`` live (``model`` -> ``vecnormalize.pkl``)."""
+    prefix = "" if name == "model" else f"{name}_"
+    return directory / f"{prefix}vecnormalize.pkl", directory / f"{prefix}obs_rms.npz"
+
+
+def save_norm_arrays(f, venv: VecNormalize) -> None:
+    """VecNormalize's statistics as plain arrays (``np.savez``)."""
+    np.savez(
+        f,
+        mean=venv.obs_rms.mean, var=venv.obs_rms.var, count=venv.obs_rms.count,
+        ret_mean=venv.ret_rms.mean, ret_var=venv.ret_rms.var, ret_count=venv.ret_rms.count,
+        clip_obs=venv.clip_obs, clip_reward=venv.clip_reward, epsilon=venv.epsilon,
+        norm_reward=venv.norm_reward,
+    )
+
+
+@dataclass
+class NormStats:
+    """Normalisation statistics of a pretrained policy, read from arrays (nothing unpickled)."""
+
+    obs_rms: Any
+    ret_rms: Any
+    clip_obs: float
+    clip_reward: float
+    norm_reward: bool
+
+    def apply(self, venv: VecNormalize) -> VecNormalize:
+        venv.obs_rms, venv.ret_rms = self.obs_rms.copy(), self.ret_rms.copy()
+        venv.clip_obs, venv.clip_reward = self.clip_obs, self.clip_reward
+        return venv
+
+
+def load_norm_stats(path: Path) -> NormStats:
+    """Read an ``obs_rms.npz`` written by :func:`save_norm_arrays` (``allow_pickle=False``)."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    with np.load(path, allow_pickle=False) as z:
+        obs = RunningMeanStd(shape=z["mean"].shape)
+        obs.mean, obs.var, obs.count = z["mean"].copy(), z["var"].copy(), float(z["count"])
+        ret = RunningMeanStd(shape=())
+        ret.mean, ret.var, ret.count = z["ret_mean"].copy(), z["ret_var"].copy(), float(z["ret_count"])
+        return NormStats(obs, ret, float(z["clip_obs"]), float(z["clip_reward"]), bool(z["norm_reward"]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    zips = sorted((run_dir / "checkpoints").glob("step_*.zip"))
+    return zips[-1] if zips else None

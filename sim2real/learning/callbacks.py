@@ -1,0 +1,178 @@
+"""SB3 callbacks: evaluation on named worlds, atomic checkpoints, sampled randomisation in TensorBoard, progress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sim2real.learning.artifacts import atomic_write_text, save_checkpoint
+from sim2real.learning.evaluation import evaluate
+from sim2real.progress import Progress
+
+class CheckpointCallback(BaseCallback):
+    """Checkpoint every ``every`` steps into ``run_dir/checkpoints`` (atomically, keeping the last ``keep``)."""
+
+    def __init__(self, run_dir: Path, every: int, keep: int = 2):
+        super().__init__()
+        self.dir = run_dir / "checkpoints"
+        self.every = every
+        self.keep = keep
+        self._next = None
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            save_checkpoint(self.model, self.dir, f"step_{self.num_timesteps:09d}")
+            self._next += self.every
+            self._prune()
+        return True
+
+    def _prune(self) -> None:
+        zips = sorted(self.dir.glob("step_*.zip"))
+        for old in zips[: -self.keep]:
+            stem = old.stem
+            for f in self.dir.glob(f"{stem}*"):
+                f.unlink()
+
+
+class EvalCallback(BaseCallback):
+    """Evaluate on named worlds every ``every`` steps, with the training normalisation frozen.
+
+    Logs ``eval/<world>/mean_return`` (x = steps) and appends to ``evaluations.csv``.
+    With worlds ``nominal`` and a target, also logs ``eval/sim_to_real_gap``.
+
+    Each world is one env, evaluated episode after episode: an env passed in is used as it is
+    (the caller owns it, e.g. a robot); a factory is built once, on first use, and closed at the
+    end of training. ``steps[world]`` counts the env steps evaluation took there.
+    """
+
+    def __init__(self, run_dir: Path, worlds: dict[str, gym.Env | Callable[[], gym.Env]], every: int, episodes: int,
+                 seed: int = 0, keep_best: bool = False):
+        super().__init__()
+        self.csv = run_dir / "evaluations.csv"
+        self.worlds = worlds
+        self._envs: dict[str, gym.Env] = {w: e for w, e in worlds.items() if isinstance(e, gym.Env)}
+        self._owned: list[gym.Env] = []
+        self.steps: dict[str, int] = dict.fromkeys(worlds, 0)
+        self.last_returns: dict[str, list[float]] = {}
+        self.every = every
+        self.episodes = episodes
+        self.seed = seed
+        self._next = 0
+        self.last: dict[str, float] = {}
+        self.best = -float("inf")
+        self.keep_best = keep_best
+        best = run_dir / "best.json"
+        if keep_best and best.exists():
+            # A resumed run: only a policy that beats the best so far may replace best.zip.
+            self.best = json.loads(best.read_text()).get(next(iter(worlds)), self.best)
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every) * self.every
+        if self.num_timesteps == 0:
+            self.run_eval()  # step 0: the starting point of every curve
+            self._next = self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self.run_eval()
+            self._next += self.every
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.last.get("step") != self.num_timesteps:
+            self.run_eval()
+        for env in self._owned:
+            env.close()
+        self._owned.clear()
+        self._envs = {w: e for w, e in self.worlds.items() if isinstance(e, gym.Env)}
+
+    def _env(self, world: str) -> gym.Env:
+        if world not in self._envs:
+            self._envs[world] = self.worlds[world]()
+            self._owned.append(self._envs[world])
+        return self._envs[world]
+
+    def run_eval(self) -> None:
+        venv = self.model.get_env()
+        obs_rms = venv.obs_rms if isinstance(venv, VecNormalize) else None
+        row: dict[str, float] = {"step": self.num_timesteps}
+        for world in self.worlds:
+            res = evaluate(self.model, self._env(world), self.episodes, obs_rms=obs_rms, seed=self.seed)
+            self.steps[world] += res.steps
+            self.last_returns[world] = res.returns
+            row[world] = res.mean
+            self.logger.record(f"eval/{world}/mean_return", res.mean)
+            self.logger.record(f"eval/{world}/std_return", res.std)
+        worlds = list(self.worlds)
+        if "nominal" in worlds and len(worlds) > 1:
+            other = [w for w in worlds if w != "nominal"][0]
+            self.logger.record("eval/sim_to_real_gap", row["nominal"] - row[other])
+        self.logger.dump(self.num_timesteps)
+        new = not self.csv.exists()
+        with self.csv.open("a") as f:
+            if new:
+                f.write(",".join(row) + "\n")
+            f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
+        self.last = row
+        first = next(iter(self.worlds))
+        # Step 0 is the starting point, not a trained policy (with --init-from it is another run's).
+        if self.keep_best and self.num_timesteps > 0 and row[first] >= self.best:  # ties: the later policy
+            # PPO on locomotion can collapse late; keep the best policy by the first world's return.
+            self.best = row[first]
+            save_checkpoint(self.model, self.csv.parent, "best")
+            atomic_write_text(self.csv.parent / "best.json", json.dumps(row))
+
+
+class RandomizationLogger(BaseCallback):
+    """Log the mean of each sampled physics parameter over the episodes that ended (``randomization/*``)."""
+
+    def __init__(self):
+        super().__init__()
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def _on_step(self) -> bool:
+        for done, info in zip(self.locals["dones"], self.locals["infos"]):
+            if done and "randomization" in info:
+                for k, v in info["randomization"].items():
+                    self._sums[k] = self._sums.get(k, 0.0) + v
+                self._count += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._count:
+            for k, v in self._sums.items():
+                self.logger.record(f"randomization/{k}", v / self._count)
+            self._sums, self._count = {}, 0
+
+
+class ProgressCallback(BaseCallback):
+    """Steps, steps/s, ETA and the latest evaluation on a progress line."""
+
+    def __init__(self, total: int, label: str, eval_cb: EvalCallback | None = None):
+        super().__init__()
+        self.total = total
+        self.label = label
+        self.eval_cb = eval_cb
+        self.bar: Progress | None = None
+
+    def _on_training_start(self) -> None:
+        self.bar = Progress(self.total, self.label, start=self.num_timesteps)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % 256 < self.training_env.num_envs:
+            last = self.eval_cb.last if self.eval_cb else {}
+            extra = "  ".join(f"{k} {v:.0f}" for k, v in last.items() if k != "step")
+            self.bar.update(self.num_timesteps, extra)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close(self.num_timesteps)

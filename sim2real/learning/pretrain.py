@@ -1,0 +1,196 @@
+"""Pretraining in the (randomised) sim world: config -> envs -> model -> learn, with checkpoints and resume."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from sim2real.learning.algos import ALGOS, OFF_POLICY, algo_kwargs, set_threads
+from sim2real.learning.artifacts import latest_checkpoint, norm_paths, save_checkpoint, write_run_info
+from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback, RandomizationLogger
+from sim2real.learning.envs import make_vec_env
+from sim2real.learning.loading import load_pretrained
+from sim2real.spec import PolicyInputs, load_spec
+from sim2real.worlds.inputs import WithInputs
+from sim2real.worlds.make import EnvFactory, make_sim_env, make_target_env
+
+@dataclass
+class PretrainConfig:
+    task: str
+    algo: str | None = None
+    steps: int | None = None
+    seed: int = 0
+    randomize: bool = True
+    n_envs: int | None = None
+    subproc: bool = False
+    threads: int | None = 1
+    eval_world: str | None = None  # default: "real", else the first shifted world
+    eval_every: int | None = None
+    eval_episodes: int = 5
+    checkpoint_every: int = 50_000
+    overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # start from a pretrained policy's weights and statistics (a curriculum)
+    inputs: dict[str, Any] = field(default_factory=dict)  # overrides of the spec's observation block
+
+
+def _init_from(model: BaseAlgorithm, venv: VecEnv, path: str, history: int = 0) -> None:
+    """Load another run's weights (weights only) and normalisation statistics into a fresh model."""
+    pre = load_pretrained(path)
+    new_dim = model.observation_space.shape[0]
+    state_dict, old_dim = widen_inputs(pre.state_dict, model.policy.state_dict(), new_dim)
+    try:
+        model.policy.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise ValueError(f"--init-from {path}: its network does not match this run's: {exc}") from None
+    if isinstance(venv, VecNormalize) and pre.norm is not None:
+        pre.norm.apply(venv)
+        if old_dim != new_dim:
+            venv.obs_rms = widen_obs_rms(venv.obs_rms, new_dim, history)
+    print(f"initialised from {pre.path}" + (f" (inputs widened {old_dim} -> {new_dim}, new ones start at weight 0)"
+                                            if old_dim != new_dim else ""))
+
+
+def widen_inputs(old: dict, new: dict, new_dim: int) -> tuple[dict, int]:
+    """A state dict for a policy that sees more inputs: the old weights, zero weights for the new inputs.
+
+    The policy's inputs put the plain observation first (``worlds.inputs``), so a policy trained
+    without inputs becomes one with them that computes exactly the same actions at the start.
+    A critic of SAC/TD3 sees ``[obs, action]``: its new columns go between the two.
+    """
+    out, old_dim = {}, new_dim
+    for key, w in old.items():
+        target = new.get(key)
+        if target is None or target.shape == w.shape or w.ndim != 2 or target.shape[0] != w.shape[0]:
+            out[key] = w
+            continue
+        grown = target.shape[1] - w.shape[1]
+        if grown <= 0:
+            out[key] = w
+            continue
+        tail = w.shape[1] - (new_dim - grown)  # 0, or the action width of a Q-network's input
+        old_dim = new_dim - grown
+        wide = torch.zeros_like(target)
+        wide[:, :old_dim] = w[:, :old_dim]
+        if tail:
+            wide[:, new_dim:] = w[:, old_dim:]
+        out[key] = wide
+    return out, old_dim
+
+
+def widen_obs_rms(rms, new_dim: int, history: int):
+    """Normalisation statistics for the widened observation ``[obs, past obs x history, past commands]``:
+    past observations reuse the observation's statistics, commands start at mean 0, variance 1."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    old_dim = rms.mean.shape[0]
+    wide = RunningMeanStd(shape=(new_dim,))
+    wide.mean, wide.var = np.zeros(new_dim), np.ones(new_dim)
+    for i in range(history + 1):
+        wide.mean[i * old_dim:(i + 1) * old_dim] = rms.mean
+        wide.var[i * old_dim:(i + 1) * old_dim] = rms.var
+    wide.count = rms.count
+    return wide
+
+
+def default_eval_world(spec) -> str:
+    """``real`` if the spec has it, else its first shifted world in spec order (else ``nominal``)."""
+    if "real" in spec.targets:
+        return "real"
+    return next((w for w in spec.targets if w != "nominal"), "nominal")
+
+
+def default_pretrain_dir(cfg: PretrainConfig, algo: str) -> Path:
+    kind = "dr" if cfg.randomize else "nominal"
+    return Path("runs") / "pretrain" / f"{cfg.task}-{kind}-{algo}-s{cfg.seed}"
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = False) -> Path:
+    """Pretrain a policy in the task's (randomised) sim world; returns the run folder.
+
+    The folder holds ``model.zip`` (an ordinary SB3 model), ``vecnormalize.pkl``,
+    ``run.json``, ``evaluations.csv``, TensorBoard events under ``tb/`` and
+    checkpoints under ``checkpoints/``. With ``resume``, a killed run continues
+    from its latest checkpoint to the same total step count.
+    """
+    spec = load_spec(cfg.task)
+    if cfg.inputs:
+        try:
+            observation = PolicyInputs(**{**spec.observation.model_dump(), **cfg.inputs})
+        except ValidationError as exc:
+            raise ValueError(f"--inputs {cfg.inputs}: {exc.errors()[0]['msg']} (fields: last_action, history)") from None
+        spec = spec.model_copy(update={"observation": observation})
+    if cfg.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes {cfg.eval_episodes}: must be at least 1")
+    algo = cfg.algo or spec.pretrain.algo
+    total = cfg.steps or spec.pretrain.total_steps
+    n_envs = cfg.n_envs or (spec.pretrain.n_envs if algo == spec.pretrain.algo else 1)
+    run_dir = Path(out) if out else default_pretrain_dir(cfg, algo)
+    if (run_dir / "model.zip").exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a finished run; use --resume or another --out")
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        raise FileExistsError(f"{run_dir} holds checkpoints of an unfinished run; use --resume or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    set_random_seed(cfg.seed)
+
+    config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "spec": spec.model_dump()}
+    if checkpoint is None:
+        write_run_info(run_dir, config)
+
+    # ---- environments (as the policy sees them: with its inputs)
+    inputs = spec.observation
+    sim_world = WithInputs(EnvFactory(make_sim_env, cfg.task, randomize=cfg.randomize), inputs)
+    venv = make_vec_env(sim_world, n_envs, cfg.seed, cfg.subproc)
+    kwargs = algo_kwargs(spec, algo, cfg.overrides)
+    if spec.pretrain.normalize:
+        gamma = kwargs.get("gamma", 0.99)
+        saved = norm_paths(checkpoint.parent, checkpoint.stem)[0] if checkpoint is not None else None
+        if saved is not None and saved.exists():
+            venv = VecNormalize.load(str(saved), venv)
+        else:
+            venv = VecNormalize(venv, gamma=gamma)
+
+    # ---- model
+    cls = ALGOS[algo]
+    if checkpoint is not None:
+        model = cls.load(checkpoint, env=venv, device="cpu", tensorboard_log=str(run_dir / "tb"))
+        buffer = checkpoint.with_name(checkpoint.stem + "_replay_buffer.pkl")
+        if algo in OFF_POLICY and buffer.exists():
+            model.load_replay_buffer(buffer)
+        print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}")
+    else:
+        model = cls("MlpPolicy", venv, seed=cfg.seed, device="cpu", tensorboard_log=str(run_dir / "tb"), **kwargs)
+        if cfg.init_from:
+            _init_from(model, venv, cfg.init_from, inputs.history)
+
+    # ---- callbacks and learning
+    eval_every = cfg.eval_every or max(total // 50, 1000)
+    eval_world = cfg.eval_world or default_eval_world(spec)
+    spec.target(eval_world)  # a clear error for an unknown world, before any training
+    worlds = {
+        "nominal": WithInputs(EnvFactory(make_target_env, cfg.task, "nominal"), inputs),
+        eval_world: WithInputs(EnvFactory(make_target_env, cfg.task, eval_world), inputs),
+    }
+    eval_cb = EvalCallback(run_dir, worlds, eval_every, cfg.eval_episodes, seed=10_000 + cfg.seed, keep_best=True)
+    callbacks = [
+        eval_cb,
+        CheckpointCallback(run_dir, cfg.checkpoint_every),
+        RandomizationLogger(),
+        ProgressCallback(total, f"pretrain {cfg.task} ({'DR' if cfg.randomize else 'nominal'})", eval_cb),
+    ]
+    remaining = total - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=CallbackList(callbacks), tb_log_name="pretrain", reset_num_timesteps=checkpoint is None)
+    save_checkpoint(model, run_dir, "model")
+    venv.close()
+    return run_dir

@@ -1,0 +1,246 @@
+"""One transfer run (target, strategy, seed): load the policy, build the target, train within the budget, measure.
+
+The run folder holds ``run.json``, ``evaluations.csv``, TensorBoard events under ``tb/``,
+checkpoints, ``model.zip`` (an ordinary SB3 model) and ``result.json`` (which marks it finished,
+with every target step it used: training and evaluation).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sim2real.learning.algos import OFF_POLICY, set_threads
+from sim2real.learning.artifacts import atomic_write_text, save_checkpoint, write_run_info
+from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback
+from sim2real.learning.envs import make_vec_env
+from sim2real.learning.evaluation import evaluate
+from sim2real.learning.groups import reset_exploration
+from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
+from sim2real.spec import TaskSpec
+from sim2real.transfer.cases import SIMILARITY_THRESHOLD, CaseDecision, classify
+from sim2real.transfer.strategies import STRATEGIES, apply_strategy
+from sim2real.worlds.inputs import WithInputs, with_inputs
+from sim2real.worlds.make import EnvFactory, make_target_env
+
+
+class TransferError(ValueError):
+    """The policy and the target do not fit together, or the request is invalid."""
+
+
+def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None):
+    """A picklable env factory for ``target``: a target-world name, a Gymnasium id, or ``module:Factory``."""
+    if import_module:
+        importlib.import_module(import_module)
+    if target in spec.targets:
+        return EnvFactory(make_target_env, spec.path, target)
+    if ":" in target:
+        module, _, attr = target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise TransferError(f"target {target}: cannot import {attr!r} from {module!r}: {exc}") from None
+        return EnvFactory(factory)
+    if target in gym.registry:
+        return EnvFactory(gym.make, target)
+    raise TransferError(
+        f"target {target!r}: not a target world of {spec.name} ({', '.join(spec.targets)}), "
+        "not a registered Gymnasium id (pass --import MODULE to register yours) and not module:Factory"
+    )
+
+
+def check_spaces(policy_obs: gym.Space, policy_act: gym.Space, env: gym.Env, target: str) -> None:
+    """Shapes must match; different bounds only warn."""
+    for what, mine, theirs in (
+        ("observation", policy_obs, env.observation_space),
+        ("action", policy_act, env.action_space),
+    ):
+        if getattr(mine, "shape", None) != getattr(theirs, "shape", None) or type(mine) is not type(theirs):
+            raise TransferError(f"{what} spaces differ: the policy expects {mine}, target {target!r} has {theirs}")
+        if isinstance(mine, gym.spaces.Box) and not (
+            np.allclose(mine.low, theirs.low) and np.allclose(mine.high, theirs.high)
+        ):
+            warnings.warn(f"{what} space bounds differ: policy {mine}, target {target!r} {theirs}", stacklevel=2)
+
+
+def _opt(default, help: str, **extra):
+    """A config field with its help text: the CLI builds its flags from these (one source of defaults)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TransferConfig:
+    """One transfer run. Every field with help text is also a ``sim2real transfer`` flag."""
+
+    policy: str = field(metadata={"positional": True, "help": "a pretrain or transfer run folder, its model .zip, "
+                                                              "or a policies/ zoo entry"})
+    target: str = _opt("real", "a target world of the task, a Gymnasium id (with --import), or module:Factory")
+    strategy: str = _opt("finetune", "how the policy is carried to the target", choices=tuple(STRATEGIES))
+    budget: str | int = _opt("small", "target training steps: small, large (from the spec) or a number", flag="--budget")
+    seed: int = _opt(0, "random seed of the run")
+    feature_layers: int = _opt(1, "how many lowest hidden layers count as 'features'")
+    lr_scale: float = _opt(0.1, "finetune: the features learn at lr x this")
+    freeze_layers: int = _opt(0, "finetune: freeze the k lowest layers")
+    reinit_head: bool = _opt(False, "freeze: re-initialise the action (output) layer")
+    freeze_critic_features: bool = _opt(False, "freeze: freeze the critic's features too")
+    norm: str = _opt("frozen", "observation normalisation on the target: pretraining's statistics frozen, or adapting",
+                     choices=("frozen", "adapt"))
+    reset_exploration: float | None = _opt(None, "reset PPO log_std (or SAC log entropy coefficient) to this value",
+                                           metavar="LOG_STD")
+    critic_warmup: int = _opt(0, "PPO: updates that train only the critic first")
+    similarity_threshold: float = _opt(SIMILARITY_THRESHOLD, "auto: zero-shot/sim return below this counts as a "
+                                       "different task", flag="--similarity")
+    eval_every: int | None = _opt(None, "target steps between evaluations (default: the spec's eval_interval)")
+    eval_episodes: int | None = _opt(None, "episodes per evaluation (default: the spec's)")
+    import_module: str | None = _opt(None, "module to import first (registers your env)", flag="--import")
+    threads: int | None = _opt(1, "torch threads (1 is fastest for small MLPs)")
+    overrides: dict[str, Any] | None = _opt(None, "hyperparameter overrides on the target (--set KEY=VALUE)",
+                                            cli=False)
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise TransferError(f"--strategy {self.strategy!r}: allowed: {', '.join(STRATEGIES)}")
+        if self.norm not in ("frozen", "adapt"):
+            raise TransferError(f"--norm {self.norm!r}: allowed: frozen, adapt")
+        if not 0 < self.lr_scale <= 10:
+            raise TransferError(f"--lr-scale {self.lr_scale}: must be in (0, 10]")
+        if not 0 <= self.similarity_threshold <= 1:
+            raise TransferError(f"--similarity {self.similarity_threshold}: must be in [0, 1]")
+        for name in ("eval_every", "eval_episodes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise TransferError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+        if isinstance(self.budget, int) and self.budget < 1:
+            raise TransferError(f"--budget {self.budget}: must be at least 1 target step")
+
+
+def default_transfer_dir(task: str, cfg: TransferConfig) -> Path:
+    return Path("runs") / "transfer" / task / cfg.target.replace(":", "_").replace("/", "_") / cfg.strategy / f"s{cfg.seed}"
+
+
+def build_model(pre: Pretrained, venv, spec: TaskSpec, cfg: TransferConfig, budget: int, fresh: bool):
+    """An SB3 model with the pretrained architecture and the target hyperparameters."""
+    kwargs = {**pre.hyperparams, **spec.transfer.hyperparams, **(cfg.overrides or {})}
+    if pre.algo in OFF_POLICY:
+        # A real robot's buffer starts empty; start learning within the budget.
+        kwargs["learning_starts"] = min(int(kwargs.get("learning_starts", 100)), max(budget // 10, 1))
+    return policy_model(pre, venv, seed=cfg.seed, hyperparams=kwargs, fresh=fresh)
+
+
+def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = False) -> Path:
+    """Run one transfer (target, strategy, seed); returns the run folder with ``result.json``.
+
+    The target is built twice at most: one env trains (inside SB3's VecEnv) and one evaluates,
+    episode after episode; every step on either is counted in ``result.json["target_steps"]``.
+    """
+    cfg.validate()
+    pre = load_pretrained(cfg.policy)
+    spec = pre.spec
+    budget = spec.budget(cfg.budget)
+    run_dir = Path(out) if out else default_transfer_dir(pre.task, cfg)
+    if (run_dir / "result.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a finished run; choose another --out")
+    raw_target = resolve_target(spec, cfg.target, cfg.import_module)
+    eval_env = raw_target()
+    home = make_target_env(spec.path, "nominal")
+    # The policy's spaces are its task's; compare before building anything more on the target.
+    check_spaces(home.observation_space, home.action_space, eval_env, cfg.target)
+    home.close()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    set_random_seed(cfg.seed)
+    env_fn = WithInputs(raw_target, pre.inputs)  # the target as the policy sees it
+    eval_env = with_inputs(eval_env, pre.inputs)
+    task_changed = bool(cfg.target in spec.targets and spec.targets[cfg.target].task_variant)
+    eval_episodes = cfg.eval_episodes or spec.budgets.eval_episodes
+    eval_every = cfg.eval_every or spec.budgets.eval_interval
+    eval_seed = 20_000  # the same evaluation episodes for every strategy and seed
+
+    strategy, decision, eval_steps = cfg.strategy, None, 0
+    if strategy == "auto":
+        model = policy_model(pre, make_vec_env(env_fn, 1, cfg.seed))
+        zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
+        sim = evaluate(model, WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs),
+                       eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)  # the sim: not a target step
+        eval_steps += zs.steps
+        decision = classify(spec, budget, sim.mean, zs.mean, task_changed, cfg.similarity_threshold)
+        strategy = decision.strategy
+        if not quiet:
+            print(f"auto: {decision.reason}")
+    write_run_info(run_dir, {**asdict(cfg), "task": pre.task, "algo": pre.algo, "budget_steps": budget,
+                             "pretrained": str(pre.path), "spec": spec.model_dump(),
+                             "pretrain_overrides": pre.overrides})
+
+    if not STRATEGIES[strategy].trains:
+        model = policy_model(pre, make_vec_env(env_fn, 1, cfg.seed))
+        zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
+        eval_env.close()
+        (run_dir / "evaluations.csv").write_text(f"step,target\n0,{zs.mean:.6g}\n")
+        return _finish(run_dir, cfg, strategy, budget, zs.returns, None, "no training",
+                       {"training": 0, "evaluation": zs.steps})
+
+    venv = make_vec_env(env_fn, 1, cfg.seed)
+    gamma = pre.hyperparams.get("gamma", 0.99)
+    fresh = STRATEGIES[strategy].fresh
+    if pre.norm is not None and not fresh:
+        # Pretraining's statistics, frozen (or adapting with --norm adapt): the features expect them.
+        venv = VecNormalize(venv, training=cfg.norm == "adapt", norm_reward=pre.norm.norm_reward, gamma=gamma)
+        pre.norm.apply(venv)
+    elif pre.norm is not None:
+        venv = VecNormalize(venv, gamma=gamma, clip_obs=pre.norm.clip_obs, norm_reward=pre.norm.norm_reward)
+    model = build_model(pre, venv, spec, cfg, budget, fresh=fresh)
+
+    what = apply_strategy(model, strategy, cfg)
+    if cfg.reset_exploration is not None:
+        reset_exploration(model, cfg.reset_exploration)
+    model.critic_warmup_updates = cfg.critic_warmup
+    if not quiet:
+        print(f"{strategy}: {what}")
+
+    model.set_logger(_tb_logger(run_dir))
+    eval_cb = EvalCallback(run_dir, {"target": eval_env}, eval_every, eval_episodes, seed=eval_seed)
+    callbacks = [eval_cb, CheckpointCallback(run_dir, max(budget // 4, 1))]
+    if not quiet:
+        callbacks.append(ProgressCallback(budget, f"{strategy} on {cfg.target} (seed {cfg.seed})", eval_cb))
+    model.learn(budget, callback=callbacks, reset_num_timesteps=True)
+    save_checkpoint(model, run_dir, "model")
+    venv.close()
+    eval_env.close()
+    # The callback's last evaluation is of the final policy: the result reuses it instead of spending
+    # another evaluation's worth of target steps on the same episodes.
+    steps = {"training": int(model.num_timesteps), "evaluation": eval_steps + eval_cb.steps["target"]}
+    return _finish(run_dir, cfg, strategy, budget, eval_cb.last_returns["target"], decision, what, steps)
+
+
+def _tb_logger(run_dir: Path):
+    from stable_baselines3.common.logger import configure
+
+    return configure(str(run_dir / "tb"), ["tensorboard", "csv"])
+
+
+def _finish(run_dir: Path, cfg: TransferConfig, strategy: str, budget: int, final_returns: list[float],
+            decision: CaseDecision | None, what: str, target_steps: dict[str, int]) -> Path:
+    result = {
+        "strategy": cfg.strategy,
+        "ran_strategy": strategy,
+        "target": cfg.target,
+        "seed": cfg.seed,
+        "budget": budget,
+        "final_returns": final_returns,
+        "final_mean": float(np.mean(final_returns)),
+        "description": what,
+        "decision": asdict(decision) if decision else None,
+        # Every interaction with the target world: on a robot, its time and wear.
+        "target_steps": {**target_steps, "total": target_steps["training"] + target_steps["evaluation"]},
+    }
+    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+    return run_dir

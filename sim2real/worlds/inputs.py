@@ -1,0 +1,106 @@
+"""The policy's observation inputs: the observation plus its previous command and a short history.
+
+A memoryless policy cannot tell that its commands arrive late or that the robot is heavier
+than in the sim; given its last action (and the last few observations) it can. The inputs
+belong to the *policy*, not to a world: they are recorded with it and wrapped around every
+world it meets (sim, target, a plug-in robot env), so a robot env stays a plain env.
+
+Layout of the policy's observation (the current observation first, so a policy trained
+without inputs can be widened by zero columns)::
+
+    [obs_t, a_{t-1}]                                   last_action: true
+    [obs_t, obs_{t-1}..obs_{t-k}, a_{t-1}..a_{t-k}]    history: k  (last_action implied)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import gymnasium as gym
+import numpy as np
+
+from sim2real.spec import PolicyInputs
+
+
+def extra_dims(inputs: PolicyInputs, obs_dim: int, act_dim: int) -> int:
+    """How many entries the inputs add to an observation of ``obs_dim`` (actions of ``act_dim``)."""
+    if inputs.history:
+        return inputs.history * (obs_dim + act_dim)
+    return act_dim if inputs.last_action else 0
+
+
+class PolicyInputsWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Append the previous action(s) and observation(s) to the observation.
+
+    Args:
+        env: any env with Box observation and action spaces.
+        last_action: append the previous command (zeros at the start of an episode).
+        history: append the ``history`` previous observations and commands.
+
+    Example:
+        >>> import gymnasium as gym, numpy as np
+        >>> env = PolicyInputsWrapper(gym.make("InvertedPendulum-v5"), last_action=True)
+        >>> env.observation_space.shape
+        (5,)
+        >>> _ = env.reset(seed=0)
+        >>> obs, *_ = env.step(np.array([0.5], dtype=np.float32))
+        >>> float(obs[-1])
+        0.5
+    """
+
+    def __init__(self, env: gym.Env, last_action: bool = False, history: int = 0):
+        gym.utils.RecordConstructorArgs.__init__(self, last_action=last_action, history=history)
+        gym.Wrapper.__init__(self, env)
+        obs_space, act_space = env.observation_space, env.action_space
+        if not (isinstance(obs_space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)):
+            raise TypeError("policy inputs (last_action, history) need Box observation and action spaces")
+        self.history = history
+        self.last_action = last_action or history > 0
+        k = max(history, 1)
+        self._obs_hist: deque = deque(maxlen=history) if history else deque()
+        self._act_hist: deque = deque(maxlen=k)
+        self._zero_action = np.zeros(act_space.shape, dtype=obs_space.dtype)
+        lows = [obs_space.low] + [obs_space.low] * history + [act_space.low.astype(obs_space.dtype)] * k
+        highs = [obs_space.high] + [obs_space.high] * history + [act_space.high.astype(obs_space.dtype)] * k
+        self.observation_space = gym.spaces.Box(np.concatenate(lows), np.concatenate(highs), dtype=obs_space.dtype)
+        self._current: np.ndarray | None = None
+
+    def _compose(self, obs: np.ndarray) -> np.ndarray:
+        parts = [obs, *self._obs_hist, *self._act_hist]
+        return np.concatenate(parts).astype(self.observation_space.dtype, copy=False)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        k = max(self.history, 1)
+        self._act_hist.clear()
+        self._act_hist.extend([self._zero_action] * k)
+        self._obs_hist.clear()
+        self._obs_hist.extend([np.array(obs)] * self.history)
+        self._current = np.array(obs)
+        return self._compose(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        # Newest first: a_{t-1} right after the observations, the way the module docstring lays it out.
+        self._act_hist.appendleft(np.asarray(action, dtype=self._zero_action.dtype).reshape(self._zero_action.shape))
+        if self.history:
+            self._obs_hist.appendleft(self._current)
+        self._current = np.array(obs)
+        return self._compose(obs), reward, terminated, truncated, info
+
+
+def with_inputs(env: gym.Env, inputs: PolicyInputs | None) -> gym.Env:
+    """``env`` as the policy sees it (unchanged for a policy without inputs)."""
+    if inputs is None or not inputs.active:
+        return env
+    return PolicyInputsWrapper(env, last_action=inputs.last_action, history=inputs.history)
+
+
+class WithInputs:
+    """A picklable env thunk: ``env_fn()`` as the policy sees it (SubprocVecEnv and study workers pickle it)."""
+
+    def __init__(self, env_fn, inputs: PolicyInputs | None):
+        self.env_fn, self.inputs = env_fn, inputs
+
+    def __call__(self) -> gym.Env:
+        return with_inputs(self.env_fn(), self.inputs)
