@@ -39,23 +39,8 @@ def _cmd_envs(args: argparse.Namespace) -> None:
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from sim2real.learning.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(
-        task=args.task,
-        algo=args.algo,
-        steps=args.steps,
-        seed=args.seed,
-        randomize=not args.no_randomize,
-        n_envs=args.n_envs,
-        subproc=args.subproc,
-        threads=args.threads,
-        eval_world=args.eval_world,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        checkpoint_every=args.checkpoint_every,
-        overrides=parse_overrides(args.set),
-        init_from=args.init_from,
-        inputs=parse_overrides(args.inputs, flag="--inputs"),
-    )
+    cfg = PretrainConfig(**config_values(args, PretrainConfig), overrides=parse_overrides(args.set),
+                         inputs=parse_overrides(args.inputs, flag="--inputs"))
     run_dir = pretrain(cfg, out=args.out, resume=args.resume)
     print(f"pretrained policy: {run_dir}/model.zip  (TensorBoard: tensorboard --logdir {run_dir})")
 
@@ -181,6 +166,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"per-episode results: {out}")
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Shows a flag's default where it says something: not for unset options or when the help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if "default" in text or unset or not action.option_strings:
+            return text
+        if isinstance(action, argparse._StoreFalseAction):
+            return text
+        return f"{text} (default: {action.default})"
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per documented field of a config dataclass: its default, type and help come from the field.
 
@@ -194,8 +192,11 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(f.name, help=meta["help"])
             continue
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
-        kwargs = {"dest": f.name, "default": f.default, "help": meta["help"]}
-        if f.default is False:
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kwargs = {"dest": f.name, "default": default, "help": meta["help"]}
+        if meta.get("negate"):
+            kwargs["action"] = "store_false"
+        elif f.default is False:
             kwargs["action"] = "store_true"
         else:
             kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type))
@@ -224,31 +225,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("task", nargs="?")
     e.set_defaults(func=_cmd_envs)
 
-    t = sub.add_parser("pretrain", help="pretrain a policy in the randomised sim world")
-    t.add_argument("task")
-    t.add_argument("--algo", choices=["ppo", "sac", "td3"], default=None, help="default: the spec's algorithm")
-    t.add_argument("--steps", type=int, default=None, help="default: the spec's total_steps")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--no-randomize", action="store_true", help="train on the nominal sim only (baseline)")
-    t.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the spec's)")
-    t.add_argument("--subproc", action="store_true", help="step envs in subprocesses")
-    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small MLPs)")
-    t.add_argument("--eval-world", default=None, help="target world evaluated during pretraining (default: real)")
-    t.add_argument("--eval-every", type=int, default=None)
-    t.add_argument("--eval-episodes", type=int, default=5,
-                   help="episodes per evaluation; more makes the kept best checkpoint less of a lucky draw")
-    t.add_argument("--checkpoint-every", type=int, default=50_000)
-    t.add_argument("--out", default=None, help="run folder (default runs/pretrain/<task>-<dr|nominal>-<algo>-s<seed>)")
-    t.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
-    t.add_argument("--init-from", default=None, metavar="POLICY",
-                   help="start from this policy's weights and statistics (e.g. nominal first, then randomised)")
-    t.add_argument("--inputs", action="append", metavar="KEY=VALUE",
-                   help="override the spec's policy inputs: last_action=true, history=K")
+    t = sub.add_parser("pretrain", help="pretrain a policy in the randomised sim world",
+                       formatter_class=DefaultsFormatter)
+    if command in (None, "pretrain"):
+        from sim2real.learning.pretrain import PretrainConfig
+
+        add_config_args(t, PretrainConfig)
+        t.add_argument("--out", default=None, help="run folder (default runs/pretrain/<task>-<dr|nominal>-<algo>-s<seed>)")
+        t.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
+        t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
+        t.add_argument("--inputs", action="append", metavar="KEY=VALUE",
+                       help="override the spec's policy inputs: last_action=true, history=K")
     t.set_defaults(func=_cmd_pretrain)
 
     x = sub.add_parser("transfer", help="carry a pretrained policy to a target world with a strategy",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsFormatter)
     if command in (None, "transfer"):
         from sim2real.transfer.run import TransferConfig
 

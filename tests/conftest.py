@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,26 @@ def tiny_pretrained(tmp_path_factory) -> Path:
     cfg = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=256, eval_every=128, eval_episodes=1,
                          checkpoint_every=128, overrides=TINY)
     return pretrain(cfg, out=out)
+
+
+_AUDIT = {"armed": False}
+
+
+def _refuse_unpickling(event: str, args) -> None:
+    # "pickle.find_class" fires whenever an unpickler resolves a global (every class or function a
+    # pickle names, and every code-execution payload): plain weights and arrays never need one.
+    if _AUDIT["armed"] and event == "pickle.find_class":
+        raise AssertionError(f"unpickled {args[0]}.{args[1]} while reading a run folder")
+
+
+sys.addaudithook(_refuse_unpickling)  # audit hooks cannot be removed: the fixture arms and disarms it
+
+
+@pytest.fixture
+def no_unpickling():
+    """Fail the test if anything is unpickled while it runs (SB3's cloudpickle path included)."""
+    _AUDIT["armed"] = True
+    try:
+        yield
+    finally:
+        _AUDIT["armed"] = False

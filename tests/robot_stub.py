@@ -2,6 +2,10 @@
 
 import gymnasium as gym
 
+BUILT: list = []  # every env this factory made: a real robot exists once, so tests count them
+
 
 def make_env() -> gym.Env:
-    return gym.make("InvertedPendulum-v5", max_episode_steps=100)
+    env = gym.make("InvertedPendulum-v5", max_episode_steps=100)
+    BUILT.append(env)
+    return env

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
-from sim2real.worlds.effects import ActionDelay, ActionNoise, MotorLimits, ObservationDelay, ObservationNoise, SensorFaults
+from sim2real.worlds.effects import (
+    ActionDelay,
+    ActionNoise,
+    MotorLimits,
+    ObservationDelay,
+    ObservationNoise,
+    SensorFaults,
+)
 
 
 class Recorder(gym.Wrapper):
@@ -151,3 +159,92 @@ def test_motor_saturation_and_dead_zone():
     for a in (3.0, -3.0, 0.2, 0.5):
         env.step(np.array([a], dtype=np.float32))
     np.testing.assert_allclose([float(a[0]) for a in rec.actions], [1.5, -1.5, 0.0, 0.5])
+
+
+# ---------------------------------------------------------------- effect randomisation (per-episode ranges)
+
+RANGES = {"action_delay": (0, 3), "obs_delay": (0, 2), "obs_noise": {"std": (0.0, 0.05), "bias_std": (0.0, 0.1)},
+          "action_noise_std": (0.0, 0.2), "motor": {"strength": (0.6, 1.2), "saturation": (0.5, 1.0),
+                                                    "dead_zone": (0.0, 0.1)},
+          "sensors": {"drop_prob": (0.0, 0.3), "stuck_prob": (0.0, 0.2)}}
+BOUNDS = {"effects/action_delay": (0, 3), "effects/obs_delay": (0, 2), "effects/obs_noise_std": (0, 0.05),
+          "effects/obs_noise_bias_std": (0, 0.1), "effects/action_noise_std": (0, 0.2),
+          "effects/motor_strength": (0.6, 1.2), "effects/motor_saturation": (0.5, 1.0),
+          "effects/motor_dead_zone": (0, 0.1), "effects/sensor_drop_prob": (0, 0.3),
+          "effects/sensor_stuck_prob": (0, 0.2)}
+
+
+def randomized_effects():
+    from sim2real.spec import Effects
+    from sim2real.worlds.effects import apply_effects
+
+    return apply_effects(pendulum(), Effects(**RANGES))
+
+
+def test_every_effect_is_drawn_per_episode_within_its_range_and_shows_in_info():
+    env = randomized_effects()
+    seen: dict[str, set] = {}
+    for episode in range(30):
+        _, info = env.reset(seed=episode)
+        drawn = {k: v for k, v in info["randomization"].items() if k.startswith("effects/")}
+        assert set(drawn) == set(BOUNDS)
+        for key, value in drawn.items():
+            lo, hi = BOUNDS[key]
+            assert lo <= value <= hi, (key, value)
+            seen.setdefault(key, set()).add(value)
+        _, _, _, _, step_info = env.step(env.action_space.sample())
+        assert {k: step_info["randomization"][k] for k in drawn} == drawn  # and in every step's info
+    assert all(len(values) > 1 for values in seen.values())  # actually resampled, not fixed
+    assert seen["effects/action_delay"] == {0, 1, 2, 3}  # integer delays cover both ends
+
+
+def test_effect_draws_are_reproducible_from_the_seed():
+    a, b = randomized_effects(), randomized_effects()
+    for seed in (3, 11):
+        obs_a, info_a = a.reset(seed=seed)
+        obs_b, info_b = b.reset(seed=seed)
+        assert info_a["randomization"] == info_b["randomization"]
+        for _ in range(20):
+            act = np.array([0.3], dtype=np.float32)
+            assert np.array_equal(a.step(act)[0], b.step(act)[0])
+
+
+def test_drawn_latency_and_motor_strength_are_what_the_motor_gets():
+    from sim2real.spec import Effects
+    from sim2real.worlds.effects import apply_effects
+
+    rec = Recorder(pendulum())
+    env = apply_effects(rec, Effects(action_delay=(0, 2), motor={"strength": (0.5, 0.9)}))
+    for seed in range(6):
+        rec.actions.clear()
+        _, info = env.reset(seed=seed)
+        k, strength = info["randomization"]["effects/action_delay"], info["randomization"]["effects/motor_strength"]
+        for _ in range(k + 1):
+            env.step(np.array([1.0], dtype=np.float32))
+        got = [float(a[0]) for a in rec.actions]
+        assert got[:k] == [0.0] * k
+        assert got[k] == pytest.approx(strength, rel=1e-6)
+
+
+@pytest.mark.parametrize(("effects", "message"), [
+    ({"action_delay": (3, 1)}, "low (3) must be <= high (1)"),
+    ({"action_delay": -1}, "action_delay: -1 is outside"),
+    ({"obs_delay": (-1, 2)}, "obs_delay: -1 is outside"),
+    ({"sensors": {"drop_prob": (0.0, 1.5)}}, "drop_prob: 1.5 is outside"),
+    ({"obs_noise": {"std": float("nan")}}, "not a finite number"),
+    ({"motor": {"saturation": (0.0, 1.0)}}, "saturation: 0.0 is outside (0.0"),
+])
+def test_bad_effect_ranges_are_clear_spec_errors(tmp_path, effects, message):
+    import yaml
+
+    from sim2real.spec import SpecError, load_spec_file
+    from tests.conftest import DATA
+
+    raw = yaml.safe_load((DATA / "pendulum_norm.yaml").read_text())
+    raw["randomization"]["effects"] = {k: list(v) if isinstance(v, tuple) else v for k, v in effects.items()}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError) as err:
+        load_spec_file(path)
+    assert str(path) in str(err.value) and "randomization.effects" in str(err.value)
+    assert message in str(err.value)

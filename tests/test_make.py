@@ -10,8 +10,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_vec_env
 
 import sim2real
-from sim2real.worlds.make import sim_env_id, target_env_id
 from sim2real.spec import available_tasks, load_spec
+from sim2real.worlds.make import sim_env_id, target_env_id
 
 WORLDS = [(task, world) for task in available_tasks() for world in load_spec(task).targets]
 
@@ -77,3 +77,32 @@ def test_backwards_variant_rewards_moving_backwards():
     env.reset(seed=0)
     _, r, _, _, info = env.step(np.zeros(3, dtype=np.float32))
     assert r == pytest.approx(info["reward_original"] - 2 * info["reward_forward"])
+
+
+def test_target_speed_reward_follows_its_formula():
+    import gymnasium as gym
+
+    from sim2real.worlds.variants import TargetSpeedReward
+
+    env = TargetSpeedReward(gym.make("Hopper-v5"), target_speed=1.0)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        _, r, terminated, _, info = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
+        w, v = env.unwrapped._forward_reward_weight, info["x_velocity"]
+        expected = info["reward_original"] - info["reward_forward"] + w * (1.0 - abs(v - 1.0))
+        assert r == pytest.approx(expected, abs=1e-12)
+        assert info["reward_forward"] == pytest.approx(w * v, abs=1e-12)
+        if terminated:
+            break
+
+
+def test_pretraining_evaluation_world_is_the_first_shifted_world_in_spec_order():
+    from sim2real.learning.pretrain import default_eval_world
+
+    spec = load_spec("hopper")
+    assert default_eval_world(spec) == "real"
+    targets = {k: v for k, v in spec.targets.items() if k != "real"}
+    for order in (list(targets), list(reversed(targets))):
+        shuffled = spec.model_copy(update={"targets": {k: targets[k] for k in order}})
+        assert default_eval_world(shuffled) == next(k for k in order if k != "nominal")

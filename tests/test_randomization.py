@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from sim2real.spec import ParamRange, PhysicsShift, Pushes
 from sim2real.worlds.physics import (
     DomainRandomization,
     FixedPhysicsShift,
@@ -14,7 +15,6 @@ from sim2real.worlds.physics import (
     RandomPushes,
     element_names,
 )
-from sim2real.spec import ParamRange, PhysicsShift, Pushes
 
 FIELDS = [
     ("body_mass", "torso", lambda m: m.body_mass[1]),

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sim2real.study import StudyConfig, run_study
+from tests.conftest import DATA
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 @pytest.fixture(scope="module")
 def tiny_study(tiny_pretrained, tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "s"
-    cfg = StudyConfig(task="tests/data/pendulum_norm.yaml", policy=str(tiny_pretrained), targets=["heavy"], strategies=["finetune", "scratch"], seeds=2,
+    cfg = StudyConfig(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"], strategies=["finetune", "scratch"], seeds=2,
                       budget=256, workers=2, eval_every=128, eval_episodes=1)
     run_study(cfg, out=out, quiet=True)
     return cfg, out
@@ -77,7 +78,7 @@ def test_study_on_ray_lands_runs_in_the_study_folder(tiny_pretrained, tmp_path):
     # A local Ray stands in for a cluster: the policy travels through the object store and each run
     # comes back as files, so nothing here relies on the workers sharing the driver's disk.
     pytest.importorskip("ray")
-    cfg = StudyConfig(task="tests/data/pendulum_norm.yaml", policy=str(tiny_pretrained), targets=["heavy"],
+    cfg = StudyConfig(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"],
                       strategies=["zero-shot", "finetune"], seeds=1, budget=256, workers=2, eval_every=128,
                       eval_episodes=1, robustness=False, executor="ray")
     out = run_study(cfg, out=tmp_path / "ray", quiet=True)
@@ -92,7 +93,43 @@ def test_study_on_ray_lands_runs_in_the_study_folder(tiny_pretrained, tmp_path):
 
 
 def test_unknown_executor_is_a_clear_error(tiny_pretrained, tmp_path):
-    cfg = StudyConfig(task="tests/data/pendulum_norm.yaml", policy=str(tiny_pretrained), targets=["heavy"],
+    cfg = StudyConfig(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"],
                       strategies=["finetune"], seeds=1, budget=64, executor="slurm", robustness=False)
     with pytest.raises(ValueError, match="unknown executor 'slurm'; allowed: local, ray"):
         run_study(cfg, out=tmp_path / "x", quiet=True)
+
+
+def test_a_study_passes_its_similarity_threshold_to_its_runs(tiny_pretrained, tmp_path):
+    cfg = StudyConfig(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"],
+                      strategies=["auto"], seeds=1, budget=64, workers=1, eval_every=64, eval_episodes=1,
+                      robustness=False, similarity_threshold=1.0)
+    out = run_study(cfg, out=tmp_path / "sim", quiet=True)
+    run = out / "runs" / "heavy" / "auto" / "s0"
+    assert json.loads((run / "run.json").read_text())["config"]["similarity_threshold"] == 1.0
+    decision = json.loads((run / "result.json").read_text())["decision"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The run and the report classify with the same threshold, so they agree.
+    assert decision["case"] == metrics["targets"]["heavy"]["case"]["case"] == 2
+
+
+def test_report_keeps_the_threshold_the_study_recorded(tiny_study):
+    from sim2real.report import build_report
+
+    _, out = tiny_study
+    study = json.loads((out / "study.json").read_text())
+    study["config"]["threshold_fraction"] = 0.5
+    (out / "study.json").write_text(json.dumps(study))
+    build_report(out)
+    assert json.loads((out / "metrics.json").read_text())["threshold_fraction"] == 0.5
+
+
+def test_transfer_options_reach_every_run_and_bad_ones_fail_before_anything_is_written(tiny_pretrained, tmp_path):
+    base = dict(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"],
+                strategies=["finetune"], seeds=1, budget=64, workers=1, eval_every=64, eval_episodes=1,
+                robustness=False)
+    with pytest.raises(ValueError, match="transfer option 'lr_scal'"):
+        run_study(StudyConfig(**base, transfer_options={"lr_scal": 0.3}), out=tmp_path / "bad", quiet=True)
+    assert not (tmp_path / "bad").exists()
+    out = run_study(StudyConfig(**base, transfer_options={"lr_scale": 0.3}), out=tmp_path / "ok", quiet=True)
+    run = out / "runs" / "heavy" / "finetune" / "s0"
+    assert json.loads((run / "run.json").read_text())["config"]["lr_scale"] == 0.3

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sim2real.learning.groups import layer_groups
-from sim2real.spec import load_spec
 from sim2real.learning.loading import load_pretrained
+from sim2real.spec import load_spec
 from sim2real.transfer.cases import classify
 from sim2real.transfer.run import TransferConfig, TransferError, build_model, transfer
 from sim2real.transfer.strategies import STRATEGIES
@@ -53,12 +53,28 @@ def test_finetune_gives_features_a_lower_rate_and_freeze_layers_freezes(tiny_pre
     cfg = TransferConfig(policy=str(tiny_pretrained), strategy="finetune", lr_scale=0.1, freeze_layers=1)
     model = build_model(pre, env, spec, cfg, 128, fresh=False)
     apply_strategy(model, "finetune", cfg)
-    lrs = {g["name"]: g["lr"] for g in model.policy.optimizer.param_groups}
-    assert lrs["actor_head"] == pytest.approx(10 * lrs.get("actor_features", lrs["actor_head"] / 10))
+    # With freeze_layers == feature_layers the features are frozen and left out of the optimiser ...
+    assert "actor_features" not in {g["name"] for g in model.policy.optimizer.param_groups}
     frozen = layer_groups(model, 1).params_of("actor_features")
     assert all(not p.requires_grad for p in frozen)
     in_opt = {id(p) for g in model.policy.optimizer.param_groups for p in g["params"]}
     assert not in_opt & {id(p) for p in frozen}
+
+
+@pytest.mark.parametrize("lr_scale", [0.1, 0.37])
+def test_lr_scale_reaches_the_optimiser_through_apply_strategy(tiny_pretrained, lr_scale):
+    from sim2real.transfer.strategies import apply_strategy
+
+    pre = load_pretrained(tiny_pretrained)
+    cfg = TransferConfig(policy=str(tiny_pretrained), strategy="finetune", lr_scale=lr_scale)
+    model = build_model(pre, gym.make("InvertedPendulum-v5"), pre.spec, cfg, 128, fresh=False)
+    apply_strategy(model, "finetune", cfg)
+    model._update_learning_rate(model.policy.optimizer)  # SB3's per-update write, then our scales
+    lrs = {g["name"]: g["lr"] for g in model.policy.optimizer.param_groups}
+    base = pre.hyperparams.get("learning_rate", 3e-4)
+    assert lrs["actor_head"] == pytest.approx(base)
+    assert lrs["actor_features"] == pytest.approx(base * lr_scale)
+    assert lrs["critic_features"] == pytest.approx(base * lr_scale)
 
 
 def test_normalisation_statistics_stay_frozen_unless_asked(tiny_pretrained, tmp_path):
@@ -119,23 +135,64 @@ def test_classify_four_cases(budget, zero_shot, changed, case, strategy):
     assert f"case {case}" in d.reason
 
 
-def test_auto_picks_and_records_a_case(tiny_pretrained, tmp_path):
-    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="auto", budget=128, **FAST)
+@pytest.mark.parametrize("similarity", [0.0, 1.0])
+def test_auto_runs_the_strategy_of_the_case_it_measured(tiny_pretrained, tmp_path, similarity):
+    from sim2real.transfer.strategies import CASE_STRATEGY
+
+    # similarity 0: any zero-shot return counts as similar (case 1); 1.0: nothing does (case 2).
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="auto", budget=128,
+                         similarity_threshold=similarity, **FAST)
     run = transfer(cfg, out=tmp_path / "auto", quiet=True)
     result = json.loads((run / "result.json").read_text())
-    assert result["decision"]["case"] in (1, 2) and result["ran_strategy"] in ("freeze", "reinit-top")
+    expected_case = 1 if similarity == 0.0 else 2
+    assert result["decision"]["case"] == expected_case
+    assert result["ran_strategy"] == CASE_STRATEGY[expected_case] == result["decision"]["strategy"]
 
 
-def test_loading_never_unpickles(tiny_pretrained, monkeypatch):
-    import pickle
+def test_loading_never_unpickles(tiny_pretrained, no_unpickling):
+    from stable_baselines3 import PPO
 
-    def refuse(*a, **k):
-        raise AssertionError("unpickling during load_pretrained")
-
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(pickle, "loads", refuse)
+    # The guard itself works: SB3's own loader (cloudpickle) trips it ...
+    with pytest.raises(AssertionError, match="unpickled"):
+        PPO.load(tiny_pretrained / "model.zip", device="cpu")
+    # ... and sim2real's does not.
     pre = load_pretrained(tiny_pretrained)
     assert pre.algo == "ppo" and pre.obs_rms is not None
+
+
+def test_a_transfer_counts_every_target_step_and_builds_one_evaluation_env(tiny_pretrained, tmp_path, monkeypatch):
+    import tests.robot_stub as stub
+
+    built = []
+    monkeypatch.setattr(stub, "BUILT", built, raising=False)
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:make_env", strategy="finetune",
+                         budget=128, eval_every=64, eval_episodes=2)
+    run = transfer(cfg, out=tmp_path / "count", quiet=True)
+    steps = json.loads((run / "result.json").read_text())["target_steps"]
+    assert steps["training"] == 128
+    assert steps["evaluation"] > 0 and steps["total"] == steps["training"] + steps["evaluation"]
+    assert len(built) == 2  # one env trains, one evaluates: never one copy per episode
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_reinit_top_resets_the_target_networks_too(algo, tmp_path):
+    from sim2real.learning.pretrain import PretrainConfig, pretrain
+    from sim2real.transfer.strategies import apply_strategy
+    from tests.conftest import DATA
+
+    out = pretrain(PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo=algo, steps=64, eval_every=64,
+                                  eval_episodes=1, checkpoint_every=64,
+                                  overrides={"learning_starts": 32, "policy_kwargs": {"net_arch": [16, 16]}}),
+                   out=tmp_path / algo)
+    pre = load_pretrained(out)
+    cfg = TransferConfig(policy=str(out), strategy="reinit-top")
+    model = build_model(pre, gym.make("InvertedPendulum-v5"), pre.spec, cfg, 128, fresh=False)
+    apply_strategy(model, "reinit-top", cfg)
+    for online, target in (("critic", "critic_target"), ("actor", "actor_target")):
+        if getattr(model, target, None) is None:
+            continue
+        for name, w in getattr(model, online).state_dict().items():
+            assert torch.equal(w, getattr(model, target).state_dict()[name]), f"{target}.{name} kept old weights"
 
 
 def test_reinit_head_replaces_only_the_action_layer(tiny_pretrained, tmp_path):

@@ -19,27 +19,39 @@ from sim2real.learning.artifacts import latest_checkpoint, norm_paths, save_chec
 from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback, RandomizationLogger
 from sim2real.learning.envs import make_vec_env
 from sim2real.learning.loading import load_pretrained
+from sim2real.options import option
 from sim2real.spec import PolicyInputs, load_spec
 from sim2real.worlds.inputs import WithInputs
 from sim2real.worlds.make import EnvFactory, make_sim_env, make_target_env
 
 @dataclass
 class PretrainConfig:
-    task: str
-    algo: str | None = None
-    steps: int | None = None
-    seed: int = 0
-    randomize: bool = True
-    n_envs: int | None = None
-    subproc: bool = False
-    threads: int | None = 1
-    eval_world: str | None = None  # default: "real", else the first shifted world
-    eval_every: int | None = None
-    eval_episodes: int = 5
-    checkpoint_every: int = 50_000
-    overrides: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None  # start from a pretrained policy's weights and statistics (a curriculum)
-    inputs: dict[str, Any] = field(default_factory=dict)  # overrides of the spec's observation block
+    """One pretraining run. Every field with help text is also a ``sim2real pretrain`` flag."""
+
+    task: str = field(metadata={"positional": True, "help": "a task name (sim2real envs lists them) or a spec file"})
+    algo: str | None = option(None, "algorithm (default: the spec's)", choices=("ppo", "sac", "td3"))
+    steps: int | None = option(None, "environment steps (default: the spec's total_steps)")
+    seed: int = option(0, "random seed")
+    randomize: bool = option(True, "train on the nominal sim only (the no-randomisation baseline)",
+                             flag="--no-randomize", negate=True)
+    n_envs: int | None = option(None, "parallel envs (default: the spec's)")
+    subproc: bool = option(False, "step the envs in subprocesses")
+    threads: int | None = option(1, "torch threads (1 is fastest for small MLPs on few cores)")
+    eval_world: str | None = option(None, "target world evaluated during pretraining (default: real, else the "
+                                          "spec's first shifted world)")
+    eval_every: int | None = option(None, "steps between evaluations (default: 1/50 of the run)")
+    eval_episodes: int = option(5, "episodes per evaluation; more makes the kept best checkpoint less of a lucky draw")
+    checkpoint_every: int = option(50_000, "steps between checkpoints")
+    overrides: dict[str, Any] = option({}, "hyperparameter overrides (--set KEY=VALUE)", cli=False)
+    init_from: str | None = option(None, "start from this policy's weights and statistics (a curriculum: nominal "
+                                         "first, then randomised); new inputs start at weight 0", metavar="POLICY")
+    inputs: dict[str, Any] = option({}, "overrides of the spec's policy inputs (--inputs history=2)", cli=False)
+
+    def validate(self) -> None:
+        for name in ("steps", "n_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least 1")
 
 
 def _init_from(model: BaseAlgorithm, venv: VecEnv, path: str, history: int = 0) -> None:
@@ -121,6 +133,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     checkpoints under ``checkpoints/``. With ``resume``, a killed run continues
     from its latest checkpoint to the same total step count.
     """
+    cfg.validate()
     spec = load_spec(cfg.task)
     if cfg.inputs:
         try:

@@ -26,6 +26,7 @@ from sim2real.learning.envs import make_vec_env
 from sim2real.learning.evaluation import evaluate
 from sim2real.learning.groups import reset_exploration
 from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
+from sim2real.options import option
 from sim2real.spec import TaskSpec
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, CaseDecision, classify
 from sim2real.transfer.strategies import STRATEGIES, apply_strategy
@@ -72,38 +73,33 @@ def check_spaces(policy_obs: gym.Space, policy_act: gym.Space, env: gym.Env, tar
             warnings.warn(f"{what} space bounds differ: policy {mine}, target {target!r} {theirs}", stacklevel=2)
 
 
-def _opt(default, help: str, **extra):
-    """A config field with its help text: the CLI builds its flags from these (one source of defaults)."""
-    return field(default=default, metadata={"help": help, **extra})
-
-
 @dataclass
 class TransferConfig:
     """One transfer run. Every field with help text is also a ``sim2real transfer`` flag."""
 
     policy: str = field(metadata={"positional": True, "help": "a pretrain or transfer run folder, its model .zip, "
                                                               "or a policies/ zoo entry"})
-    target: str = _opt("real", "a target world of the task, a Gymnasium id (with --import), or module:Factory")
-    strategy: str = _opt("finetune", "how the policy is carried to the target", choices=tuple(STRATEGIES))
-    budget: str | int = _opt("small", "target training steps: small, large (from the spec) or a number", flag="--budget")
-    seed: int = _opt(0, "random seed of the run")
-    feature_layers: int = _opt(1, "how many lowest hidden layers count as 'features'")
-    lr_scale: float = _opt(0.1, "finetune: the features learn at lr x this")
-    freeze_layers: int = _opt(0, "finetune: freeze the k lowest layers")
-    reinit_head: bool = _opt(False, "freeze: re-initialise the action (output) layer")
-    freeze_critic_features: bool = _opt(False, "freeze: freeze the critic's features too")
-    norm: str = _opt("frozen", "observation normalisation on the target: pretraining's statistics frozen, or adapting",
+    target: str = option("real", "a target world of the task, a Gymnasium id (with --import), or module:Factory")
+    strategy: str = option("finetune", "how the policy is carried to the target", choices=tuple(STRATEGIES))
+    budget: str | int = option("small", "target training steps: small, large (from the spec) or a number", flag="--budget")
+    seed: int = option(0, "random seed of the run")
+    feature_layers: int = option(1, "how many lowest hidden layers count as 'features'")
+    lr_scale: float = option(0.1, "finetune: the features learn at lr x this")
+    freeze_layers: int = option(0, "finetune: freeze the k lowest layers")
+    reinit_head: bool = option(False, "freeze: re-initialise the action (output) layer")
+    freeze_critic_features: bool = option(False, "freeze: freeze the critic's features too")
+    norm: str = option("frozen", "observation normalisation on the target: pretraining's statistics frozen, or adapting",
                      choices=("frozen", "adapt"))
-    reset_exploration: float | None = _opt(None, "reset PPO log_std (or SAC log entropy coefficient) to this value",
+    reset_exploration: float | None = option(None, "reset PPO log_std (or SAC log entropy coefficient) to this value",
                                            metavar="LOG_STD")
-    critic_warmup: int = _opt(0, "PPO: updates that train only the critic first")
-    similarity_threshold: float = _opt(SIMILARITY_THRESHOLD, "auto: zero-shot/sim return below this counts as a "
+    critic_warmup: int = option(0, "PPO: updates that train only the critic first")
+    similarity_threshold: float = option(SIMILARITY_THRESHOLD, "auto: zero-shot/sim return below this counts as a "
                                        "different task", flag="--similarity")
-    eval_every: int | None = _opt(None, "target steps between evaluations (default: the spec's eval_interval)")
-    eval_episodes: int | None = _opt(None, "episodes per evaluation (default: the spec's)")
-    import_module: str | None = _opt(None, "module to import first (registers your env)", flag="--import")
-    threads: int | None = _opt(1, "torch threads (1 is fastest for small MLPs)")
-    overrides: dict[str, Any] | None = _opt(None, "hyperparameter overrides on the target (--set KEY=VALUE)",
+    eval_every: int | None = option(None, "target steps between evaluations (default: the spec's eval_interval)")
+    eval_episodes: int | None = option(None, "episodes per evaluation (default: the spec's)")
+    import_module: str | None = option(None, "module to import first (registers your env)", flag="--import")
+    threads: int | None = option(1, "torch threads (1 is fastest for small MLPs)")
+    overrides: dict[str, Any] | None = option(None, "hyperparameter overrides on the target (--set KEY=VALUE)",
                                             cli=False)
 
     def validate(self) -> None:

@@ -1,0 +1,74 @@
+"""The policy's inputs (last action, history): laid out as documented, recorded with the policy, applied in every world."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from sim2real.learning.loading import load_for_evaluation, load_pretrained
+from sim2real.learning.pretrain import PretrainConfig, pretrain
+from sim2real.worlds.inputs import PolicyInputsWrapper
+from tests.conftest import DATA, TINY
+
+
+def test_history_layout_is_current_obs_then_past_obs_then_past_actions():
+    env = PolicyInputsWrapper(gym.make("InvertedPendulum-v5"), history=2)
+    assert env.observation_space.shape == (4 + 2 * 4 + 2 * 1,)
+    o0, _ = env.reset(seed=0)
+    raw0 = o0[:4].copy()
+    assert np.array_equal(o0[4:8], raw0) and np.array_equal(o0[8:12], raw0) and np.all(o0[12:] == 0)
+    o1, *_ = env.step(np.array([0.5], dtype=np.float32))
+    o2, *_ = env.step(np.array([-0.25], dtype=np.float32))
+    np.testing.assert_array_equal(o2[4:8], o1[:4])  # obs_{t-1}
+    np.testing.assert_array_equal(o2[8:12], raw0)  # obs_{t-2}
+    np.testing.assert_allclose(o2[12:], [-0.25, 0.5])  # a_{t-1}, a_{t-2}
+
+
+@pytest.fixture(scope="module")
+def history_policy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hist") / "run"
+    cfg = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=128, eval_every=128, eval_episodes=1,
+                         checkpoint_every=128, overrides=TINY, inputs={"history": 2})
+    return pretrain(cfg, out=out)
+
+
+def test_inputs_are_recorded_with_the_policy_and_plain_ppo_load_opens_it(history_policy):
+    from stable_baselines3 import PPO
+
+    config = json.loads((history_policy / "run.json").read_text())["config"]
+    assert config["spec"]["observation"] == {"last_action": False, "history": 2}
+    pre = load_pretrained(history_policy)
+    assert pre.inputs.history == 2
+    model = PPO.load(history_policy / "model.zip", device="cpu")
+    assert model.observation_space.shape == (14,)
+
+
+def test_a_plain_user_env_gets_the_policy_inputs_in_transfer_and_evaluate(history_policy, tmp_path):
+    from sim2real.cli import main
+    from sim2real.transfer.run import TransferConfig, transfer
+
+    # tests.robot_stub makes a plain InvertedPendulum (4 numbers): the policy's 14 inputs are added for it.
+    cfg = TransferConfig(policy=str(history_policy), target="tests.robot_stub:make_env", strategy="finetune",
+                         budget=64, eval_every=64, eval_episodes=1)
+    run = transfer(cfg, out=tmp_path / "plug", quiet=True)
+    assert json.loads((run / "result.json").read_text())["final_mean"] > 0
+    assert main(["evaluate", str(run), "--targets", "tests.robot_stub:make_env", "--episodes", "1"]) == 0
+
+
+def test_init_from_a_policy_without_inputs_acts_exactly_as_it_did(tiny_pretrained, tmp_path):
+    out = tmp_path / "wide"
+    cfg = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=64, eval_every=64, eval_episodes=1,
+                         checkpoint_every=64, overrides={**TINY, "learning_rate": 0.0}, inputs={"history": 1},
+                         init_from=str(tiny_pretrained))
+    pretrain(cfg, out=out)
+    (_, _, narrow), (_, _, wide) = load_for_evaluation(tiny_pretrained), load_for_evaluation(out)
+    obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    extra = np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)  # past obs and action: weight 0
+    with torch.no_grad():
+        a = narrow.policy.predict(obs, deterministic=True)[0]
+        b = wide.policy.predict(np.concatenate([obs, extra], axis=1), deterministic=True)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
