@@ -7,9 +7,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from sim2real.fields import FIELDS
+from sim2real.spec import SpecError, available_tasks, load_spec
 from sim2real.worlds.make import sim_env_id, target_env_id
 from sim2real.worlds.physics import PhysicsModel
-from sim2real.spec import SpecError, available_tasks, load_spec
 
 console = Console()
 
@@ -41,12 +42,9 @@ def _fmt(v) -> str:
 
 
 def _nominal(physics: PhysicsModel, field: str, slot) -> str:
-    nom = physics.nominal
-    if field == "body_com":
+    if FIELDS[field].offset_only:
         return "offset 0"
-    if field == "gravity":
-        return _fmt(nom["gravity"][slot])
-    values = np.ravel(nom[field][slot])
+    values = np.ravel(physics.nominal[field][slot])
     return ", ".join(_fmt(x) for x in values)
 
 

@@ -16,22 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sim2real.fields import FIELD_NAMES, check_shift
+
 ENVS_DIR = Path(__file__).resolve().parent / "envs"
 
-PhysicsField = Literal[
-    "body_mass",
-    "body_com",
-    "geom_friction",
-    "dof_damping",
-    "dof_armature",
-    "dof_frictionloss",
-    "actuator_gear",
-    "gravity",
-]
-# Fields whose value must stay strictly positive after a scale or an offset.
-POSITIVE_FIELDS = {"body_mass", "geom_friction", "actuator_gear"}
-# Fields whose value may be zero but never negative.
-NON_NEGATIVE_FIELDS = {"dof_damping", "dof_armature", "dof_frictionloss"}
+PhysicsField = Literal[FIELD_NAMES]  # the rows of sim2real.fields.FIELDS
 
 
 class SpecError(ValueError):
@@ -66,7 +55,7 @@ class ParamRange(_Strict):
             raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
         if self.distribution == "loguniform" and self.low <= 0:
             raise ValueError(f"loguniform needs low > 0, got low={self.low}")
-        _check_op(self.field, self.op, self.low)
+        check_shift(self.field, self.op, self.low)
         return self
 
 
@@ -80,17 +69,8 @@ class PhysicsShift(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> PhysicsShift:
-        _check_op(self.field, self.op, self.value)
+        check_shift(self.field, self.op, self.value)
         return self
-
-
-def _check_op(field: str, op: str, value: float) -> None:
-    if field == "body_com" and op != "add":
-        raise ValueError("body_com is an offset in metres: use op 'add'")
-    if op == "scale" and field in POSITIVE_FIELDS and value <= 0:
-        raise ValueError(f"a scale of {value} would make {field} non-positive; use a scale > 0")
-    if op == "scale" and field in NON_NEGATIVE_FIELDS and value < 0:
-        raise ValueError(f"a scale of {value} would make {field} negative; use a scale >= 0")
 
 
 class Pushes(_Strict):

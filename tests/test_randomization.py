@@ -69,7 +69,7 @@ def test_add_op_gravity_and_com():
     ])
     drawn = sampler.sample_and_apply(np.random.default_rng(1))
     assert model.opt.gravity[2] == pytest.approx(-9.81 + drawn["gravity/z"])
-    offset = model.body_ipos[1] - physics.nominal["body_ipos"][1]
+    offset = model.body_ipos[1] - physics.nominal["body_com"][1]
     np.testing.assert_allclose(offset, [drawn[f"body_com/torso/{a}"] for a in "xyz"])
     assert np.all(np.abs(offset) <= 0.02)
 

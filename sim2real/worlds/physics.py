@@ -2,22 +2,8 @@
 
 Values are written into the model in place (no XML recompilation); the nominal
 arrays are cached once when the wrapper is built and can be restored exactly.
-
-Supported fields and what their ``names`` refer to:
-
-==================  ==========  ======================================================
-field               names       what changes
-==================  ==========  ======================================================
-body_mass           bodies      mass, with the inertia scaled by the same factor
-body_com            bodies      centre-of-mass offset in metres (``op: add``, all axes)
-geom_friction       geoms       sliding friction (column 0)
-dof_damping         joints      joint damping of every dof of the joint
-dof_armature        joints      armature (rotor inertia)
-dof_frictionloss    joints      dry friction
-actuator_gear       actuators   motor strength (gear, column 0); an unnamed actuator
-                                is called by the joint it drives
-gravity             x, y, z     the gravity vector's components
-==================  ==========  ======================================================
+What each field is (its elements, its array, its column, its sign) is the table in
+:mod:`sim2real.fields`; this module only does the writing.
 """
 
 from __future__ import annotations
@@ -29,41 +15,29 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from sim2real.spec import NON_NEGATIVE_FIELDS, POSITIVE_FIELDS, ParamRange, PhysicsShift, Pushes, SpecError
+from sim2real.fields import ELEMENT_PLURAL, FIELDS
+from sim2real.spec import ParamRange, PhysicsShift, Pushes, SpecError
 
 _OBJ = {
-    "body_mass": mujoco.mjtObj.mjOBJ_BODY,
-    "body_com": mujoco.mjtObj.mjOBJ_BODY,
-    "geom_friction": mujoco.mjtObj.mjOBJ_GEOM,
-    "dof_damping": mujoco.mjtObj.mjOBJ_JOINT,
-    "dof_armature": mujoco.mjtObj.mjOBJ_JOINT,
-    "dof_frictionloss": mujoco.mjtObj.mjOBJ_JOINT,
-    "actuator_gear": mujoco.mjtObj.mjOBJ_ACTUATOR,
+    "body": mujoco.mjtObj.mjOBJ_BODY,
+    "geom": mujoco.mjtObj.mjOBJ_GEOM,
+    "joint": mujoco.mjtObj.mjOBJ_JOINT,
+    "actuator": mujoco.mjtObj.mjOBJ_ACTUATOR,
 }
 _AXES = ["x", "y", "z"]
-_KIND = {
-    mujoco.mjtObj.mjOBJ_BODY: "bodies",
-    mujoco.mjtObj.mjOBJ_GEOM: "geoms",
-    mujoco.mjtObj.mjOBJ_JOINT: "joints",
-    mujoco.mjtObj.mjOBJ_ACTUATOR: "actuators",
-}
 
 
 def element_names(model: mujoco.MjModel, field: str) -> list[str]:
     """Names a spec may use for ``field`` on ``model`` (index order)."""
-    if field == "gravity":
+    element = FIELDS[field].element
+    if element == "axis":
         return list(_AXES)
-    obj = _OBJ[field]
-    count = {
-        mujoco.mjtObj.mjOBJ_BODY: model.nbody,
-        mujoco.mjtObj.mjOBJ_GEOM: model.ngeom,
-        mujoco.mjtObj.mjOBJ_JOINT: model.njnt,
-        mujoco.mjtObj.mjOBJ_ACTUATOR: model.nu,
-    }[obj]
+    obj = _OBJ[element]
+    count = {"body": model.nbody, "geom": model.ngeom, "joint": model.njnt, "actuator": model.nu}[element]
     names = []
     for i in range(count):
         name = mujoco.mj_id2name(model, obj, i)
-        if name is None and obj == mujoco.mjtObj.mjOBJ_ACTUATOR:
+        if name is None and element == "actuator":
             # Gymnasium's Hopper and Walker2d leave motors unnamed: call them by their joint.
             name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(model.actuator_trnid[i, 0]))
         names.append(name or f"#{i}")
@@ -75,13 +49,11 @@ def _element_indices(model: mujoco.MjModel, field: str, names: list[str] | str) 
     valid = element_names(model, field)
     if names == "all":
         # The world body (index 0) has no mass to scale; skip it.
-        if field in ("body_mass", "body_com"):
-            return list(range(1, len(valid)))
-        return list(range(len(valid)))
+        return list(range(1 if FIELDS[field].skip_world else 0, len(valid)))
     unknown = [n for n in names if n not in valid]
     if unknown:
-        kind = "axes" if field == "gravity" else _KIND[_OBJ[field]]
-        raise SpecError(f"{field}: unknown name(s) {unknown}; valid {kind}: {', '.join(valid)}")
+        raise SpecError(f"{field}: unknown name(s) {unknown}; valid {ELEMENT_PLURAL[FIELDS[field].element]}: "
+                        f"{', '.join(valid)}")
     return [valid.index(n) for n in names]
 
 
@@ -105,6 +77,14 @@ class _Target:
     array: np.ndarray
 
 
+def _model_array(model: mujoco.MjModel, path: str) -> np.ndarray:
+    """``"opt.gravity"`` -> ``model.opt.gravity`` (a view into the model's memory)."""
+    obj = model
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 class PhysicsModel:
     """The nominal physics of one live model, and the means to write shifted values into it.
 
@@ -116,17 +96,9 @@ class PhysicsModel:
         self.model = model
         # Views into the model's memory, fetched once: each ``model.<field>`` access builds a new
         # numpy view through pybind11, which costs more than the write itself on the reset path.
-        self.arrays = {
-            "body_mass": model.body_mass,
-            "body_inertia": model.body_inertia,
-            "body_ipos": model.body_ipos,
-            "geom_friction": model.geom_friction,
-            "dof_damping": model.dof_damping,
-            "dof_armature": model.dof_armature,
-            "dof_frictionloss": model.dof_frictionloss,
-            "actuator_gear": model.actuator_gear,
-            "gravity": model.opt.gravity,
-        }
+        # Keyed by spec field (body_com's array is body_ipos); body_inertia follows body_mass.
+        self.arrays = {name: _model_array(model, info.array) for name, info in FIELDS.items()}
+        self.arrays["body_inertia"] = model.body_inertia
         self.nominal = {name: array.copy() for name, array in self.arrays.items()}
 
     def restore(self) -> None:
@@ -139,10 +111,11 @@ class PhysicsModel:
         idx = _element_indices(m, field, names)
         all_names = element_names(m, field)
         labels = [all_names[i] for i in idx]
-        if field in ("dof_damping", "dof_armature", "dof_frictionloss"):
+        info = FIELDS[field]
+        if info.per_dof:
             slots: list[Any] = _dof_indices(m, idx)
-        elif field in ("geom_friction", "actuator_gear"):
-            slots = [(i, 0) for i in idx]
+        elif info.column is not None:
+            slots = [(i, info.column) for i in idx]
         else:
             slots = list(idx)
         return labels, slots
@@ -150,7 +123,8 @@ class PhysicsModel:
     def write(self, field: str, slot: Any, op: str, value: float | np.ndarray) -> None:
         """Set one element of ``field`` to its nominal value shifted by ``value`` (scale or add), checked."""
         index = np.atleast_1d(np.asarray(slot if not isinstance(slot, tuple) else slot[0]))
-        values = np.broadcast_to(np.asarray(value, dtype=float), (index.size, 3) if field == "body_com" else (index.size,))
+        shape = (index.size, 3) if FIELDS[field].offset_only else (index.size,)
+        values = np.broadcast_to(np.asarray(value, dtype=float), shape)
         new = self.write_many(field, index, op, values)
         if new is not None:
             _check_value(field, new, slot)
@@ -160,15 +134,15 @@ class PhysicsModel:
 
         ``index`` holds bodies, geoms, dofs, actuators or axes; returns the new values (not for body_com).
         """
-        a, nom = self.arrays, self.nominal
-        if field == "body_com":
-            a["body_ipos"][index] = nom["body_ipos"][index] + values
+        a, nom, info = self.arrays, self.nominal, FIELDS[field]
+        if info.offset_only:
+            a[field][index] = nom[field][index] + values
             return None
-        column = field in ("geom_friction", "actuator_gear")  # only column 0 (sliding friction, gear ratio)
-        base = nom[field][index, 0] if column else nom[field][index]
+        column = info.column  # e.g. only column 0: sliding friction, gear ratio
+        base = nom[field][index, column] if column is not None else nom[field][index]
         new = base * values if op == "scale" else base + values
-        if column:
-            a[field][index, 0] = new
+        if column is not None:
+            a[field][index, column] = new
         else:
             a[field][index] = new
         if field == "body_mass":
@@ -179,10 +153,10 @@ class PhysicsModel:
 
 
 def _check_value(field: str, new: Any, slot: Any) -> None:
-    arr = np.atleast_1d(new)
-    if field in POSITIVE_FIELDS and np.any(arr <= 0):
+    arr, sign = np.atleast_1d(new), FIELDS[field].sign
+    if sign == "positive" and np.any(arr <= 0):
         raise SpecError(f"{field}: the shift makes element {slot} non-positive ({arr.tolist()}); keep it > 0")
-    if field in NON_NEGATIVE_FIELDS and np.any(arr < 0):
+    if sign == "non_negative" and np.any(arr < 0):
         raise SpecError(f"{field}: the shift makes element {slot} negative ({arr.tolist()}); keep it >= 0")
 
 
@@ -211,14 +185,16 @@ def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: list[int], 
         writes.append((arrays[name].reshape(-1), pos, a, b, d))
 
     for idx, d in zip(flat, draw_of):
-        if field == "body_com":  # three draws per body, one per axis, added to the offset
+        info = FIELDS[field]
+        if info.offset_only:  # three draws per body, one per axis, added to the offset
             for axis in range(3):
-                add("body_ipos", 3 * idx + axis, 1.0, float(nominal["body_ipos"][idx, axis]), d + axis)
+                add(field, 3 * idx + axis, 1.0, float(nominal[field][idx, axis]), d + axis)
             continue
         array = nominal[field]
         columns = array.shape[1] if array.ndim == 2 else 1
-        base = float(array.reshape(-1)[idx * columns])  # column 0: sliding friction, gear ratio
-        add(field, idx * columns, *((base, 0.0) if op == "scale" else (1.0, base)), d)
+        pos = idx * columns + (info.column or 0)  # e.g. column 0: sliding friction, gear ratio
+        base = float(array.reshape(-1)[pos])
+        add(field, pos, *((base, 0.0) if op == "scale" else (1.0, base)), d)
         if field == "body_mass":  # inertia scales with mass, I = I0 * m / m0 (a massless body's stays I0)
             for k in range(3):
                 inertia = float(nominal["body_inertia"][idx, k])
@@ -251,7 +227,7 @@ class PhysicsSampler:
             except SpecError as exc:
                 raise SpecError(f"randomization.params[{i}].{exc}") from None
             start = len(lows)
-            com = p.field == "body_com"
+            com = FIELDS[p.field].offset_only
             per_label = 3 if com else 1
             n = (1 if p.shared else len(labels)) * per_label
             label_draw = [0 if p.shared else j for j in range(len(labels))]  # in units of per_label draws
