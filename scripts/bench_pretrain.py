@@ -10,6 +10,10 @@ Usage: python scripts/bench_pretrain.py [--task hopper] [--steps 20480] [--round
 Both run on the task's randomised sim world with the hyperparameters of the shipped
 policy's pretraining run (policies/<task>-dr/run.json) or, without one, the spec's.
 Each variant runs in a fresh subprocess; rounds alternate the order.
+
+``--compare effects`` instead measures what effect randomisation costs: the spec's sim world
+with physics randomisation only (and no policy inputs) against physics + effects randomisation
+with the spec's policy inputs (last action / history), both 1 torch thread, 1 env.
 """
 
 from __future__ import annotations
@@ -28,20 +32,24 @@ import json, sys, time, torch
 sys.path.insert(0, {root!r})
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
-from sim2real.worlds.make import make_sim_env
 from sim2real.learning.algos import algo_kwargs
-from sim2real.worlds.make import EnvFactory
-from sim2real.spec import load_spec
+from sim2real.spec import PolicyInputs, load_spec
+from sim2real.worlds.inputs import WithInputs
+from sim2real.worlds.make import EnvFactory, make_sim_env
 
 def main():
     cfg = json.loads(sys.argv[1])
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     spec = load_spec(cfg["task"])
+    inputs = spec.observation
+    if not cfg.get("effects", True):
+        spec = spec.model_copy(update={{"randomization": spec.randomization.model_copy(update={{"effects": None}})}})
+        inputs = PolicyInputs()
     kwargs = algo_kwargs(spec, "ppo", cfg["overrides"])
     n_envs = cfg["n_envs"]
     kwargs["n_steps"] = kwargs.get("n_steps", 2048) * cfg["base_envs"] // n_envs
-    fn = EnvFactory(make_sim_env, cfg["task"])
+    fn = WithInputs(EnvFactory(make_sim_env, spec), inputs)
     venv = (SubprocVecEnv if n_envs > 1 else DummyVecEnv)([fn] * n_envs)
     if spec.pretrain.normalize:
         venv = VecNormalize(venv, gamma=kwargs.get("gamma", 0.99))
@@ -68,6 +76,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20_480)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--n-envs", type=int, default=2)
+    p.add_argument("--compare", choices=["sb3", "effects"], default="sb3",
+                   help="sb3: against plain SB3; effects: physics-only against physics + effects randomisation")
     args = p.parse_args()
     run_json = ROOT / "policies" / f"{args.task}-dr" / "run.json"
     base = {"task": args.task, "steps": args.steps, "overrides": {}, "base_envs": 1}
@@ -80,6 +90,11 @@ def main() -> None:
         "sim2real default (1 thread, 1 env)": {**base, "threads": 1, "n_envs": base["base_envs"]},
         f"sim2real --subproc (1 thread, {args.n_envs} subprocess envs)": {**base, "threads": 1, "n_envs": args.n_envs},
     }
+    if args.compare == "effects":
+        variants = {
+            "physics randomisation only, no policy inputs": {**base, "threads": 1, "n_envs": 1, "effects": False},
+            "physics + effects randomisation, the spec's inputs": {**base, "threads": 1, "n_envs": 1, "effects": True},
+        }
     results: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
         for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
@@ -87,7 +102,7 @@ def main() -> None:
             print(f"round {r + 1}: {name}: {results[name][-1]:,.0f} steps/s", file=sys.stderr, flush=True)
     names = list(variants)
     plain = statistics.median(results[names[0]])
-    print(f"| variant | steps/s (median of {args.rounds}) | ratio to plain SB3 |\n|---|---|---|")
+    print(f"| variant | steps/s (median of {args.rounds}) | ratio to the first |\n|---|---|---|")
     for name in names:
         med = statistics.median(results[name])
         print(f"| {name} | {med:,.0f} | {med / plain:.2f}x |")

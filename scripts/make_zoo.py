@@ -32,8 +32,9 @@ from sim2real.learning.evaluation import evaluate  # noqa: E402
 from sim2real.worlds.make import make_target_env  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
 from sim2real.learning.artifacts import norm_paths, save_norm_arrays  # noqa: E402
+from sim2real.worlds.inputs import WithInputs  # noqa: E402
 from sim2real.worlds.make import EnvFactory  # noqa: E402
-from sim2real.learning.loading import load_for_evaluation  # noqa: E402
+from sim2real.learning.loading import load_for_evaluation, load_pretrained  # noqa: E402
 
 EVAL_EPISODES = 10
 EVAL_SEED = 123_456
@@ -61,8 +62,9 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best", why: str | None 
     pkl = norm_paths(model_zip.parent, model_zip.stem)[0]
     if pkl.exists():
         # Our own run's pickle (trusted) becomes plain arrays for everyone else.
-        spec = load_spec(json.loads((run_dir / "run.json").read_text())["config"]["task"])
-        venv = VecNormalize.load(str(pkl), DummyVecEnv([EnvFactory(make_target_env, spec.path, "nominal")]))
+        pre = load_pretrained(model_zip)  # its inputs shape the normalised observation
+        venv = VecNormalize.load(str(pkl), DummyVecEnv([WithInputs(EnvFactory(make_target_env, pre.spec.path,
+                                                                              "nominal"), pre.inputs)]))
         with (dest / "obs_rms.npz").open("wb") as f:
             save_norm_arrays(f, venv)
     meta = {"source_run": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
@@ -83,7 +85,8 @@ def measure(entry: Path, episodes: int = EVAL_EPISODES) -> dict:
     pre, spec, model = load_for_evaluation(entry)
     out = {}
     for world in spec.targets:
-        res = evaluate(model, EnvFactory(make_target_env, spec.path, world), episodes, obs_rms=pre.obs_rms, seed=EVAL_SEED)
+        env_fn = WithInputs(EnvFactory(make_target_env, spec.path, world), pre.inputs)
+        res = evaluate(model, env_fn, episodes, obs_rms=pre.obs_rms, seed=EVAL_SEED)
         out[world] = {"mean": res.mean, "std": res.std, "episodes": episodes}
     return out
 
@@ -109,6 +112,8 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
         "nominal_return": returns["nominal"]["mean"],
         "solved_return": spec.solved_return,
         "init_from": run["config"].get("init_from"),
+        "policy_inputs": run["config"].get("spec", {}).get("observation", {"last_action": False, "history": 0}),
+        "effects_randomized": bool(randomize and run["config"].get("spec", {}).get("randomization", {}).get("effects")),
         "measured": measured or time.strftime("%Y-%m-%d"),
     }
     (entry / "card.json").write_text(json.dumps(card, indent=2))
@@ -130,6 +135,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 
 - Gymnasium id: `{spec.env_id}`; spec: `sim2real/envs/{task}.yaml`
 - Trained with: `{card['command']}` (seed {card['seed']})
+- Policy inputs: {_inputs_text(card['policy_inputs'])}; randomised in training: physics{' and effects (latency, noise, motors, sensors)' if card['effects_randomized'] else ' only' if randomize else ': nothing (nominal sim)'}
 - Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps
   ({why}){init_line}
 - Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items() if k != 'platform')}; commit `{card['git_commit']}`
@@ -143,6 +149,12 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `sim2real/envs/{task}.yaml`).
 Reproduce: at {at_commit}, `{card['command']}`, then `{export_cmd}` (exports and measures).
 """)
+
+
+def _inputs_text(inputs: dict) -> str:
+    if inputs.get("history"):
+        return f"the observation, the last {inputs['history']} observations and commands"
+    return "the observation and the last command" if inputs.get("last_action") else "the observation only"
 
 
 def main() -> None:

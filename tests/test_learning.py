@@ -8,6 +8,8 @@ import pytest
 
 from sim2real.learning.pretrain import PretrainConfig, pretrain
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.filterwarnings("ignore")
 def test_ppo_learns_to_balance_in_the_randomised_sim(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,7 @@ def test_a_failing_run_is_recorded_not_raised(tmp_path):
     assert "Traceback" in (tmp_path / "r" / "error.txt").read_text()
 
 
+@pytest.mark.slow
 def test_study_on_ray_lands_runs_in_the_study_folder(tiny_pretrained, tmp_path):
     # A local Ray stands in for a cluster: the policy travels through the object store and each run
     # comes back as files, so nothing here relies on the workers sharing the driver's disk.
@@ -133,3 +135,26 @@ def test_transfer_options_reach_every_run_and_bad_ones_fail_before_anything_is_w
     out = run_study(StudyConfig(**base, transfer_options={"lr_scale": 0.3}), out=tmp_path / "ok", quiet=True)
     run = out / "runs" / "heavy" / "finetune" / "s0"
     assert json.loads((run / "run.json").read_text())["config"]["lr_scale"] == 0.3
+
+
+@pytest.mark.parametrize("name", ["hopper-small"])
+def test_sim2real_report_reproduces_a_committed_study(name, tmp_path):
+    """The README quotes docs/results/<study>: rebuilding its report from its run folders gives the same numbers."""
+    import shutil
+
+    from sim2real.report import build_report
+
+    committed = Path(__file__).resolve().parent.parent / "docs" / "results" / name
+    if not (committed / "runs").exists():
+        pytest.skip(f"{committed} keeps no run folders")
+    copy = shutil.copytree(committed, tmp_path / name)
+    (copy / "metrics.json").unlink()
+    build_report(copy)
+    before = json.loads((committed / "metrics.json").read_text())
+    after = json.loads((copy / "metrics.json").read_text())
+    for target, entry in before["targets"].items():
+        for strategy, m in entry["strategies"].items():
+            got = after["targets"][target]["strategies"][strategy]
+            assert got["final_returns"] == m["final_returns"]
+            assert got["final_return_iqm"] == pytest.approx(m["final_return_iqm"])
+        assert after["targets"][target].get("case") == entry.get("case")
