@@ -319,6 +319,20 @@ def available_tasks(envs_dir: Path = ENVS_DIR) -> list[str]:
     return sorted(p.stem for p in envs_dir.glob("*.yaml"))
 
 
+def _resolve_xml(raw: dict, path: Path) -> None:
+    """``env_kwargs.xml_file`` relative to the spec file (so a spec and its MJCF travel together, e.g. in a wheel)."""
+    kwargs = raw.get("env_kwargs")
+    if not isinstance(kwargs, dict) or not isinstance(kwargs.get("xml_file"), str):
+        return
+    xml = Path(kwargs["xml_file"])
+    if not xml.is_absolute():
+        xml = (path.parent / xml).resolve()
+    if not xml.exists():
+        raise SpecError(f"{path}: env_kwargs.xml_file: {kwargs['xml_file']!r} does not exist "
+                        f"(looked for {xml}; a relative path is relative to the spec file)")
+    raw["env_kwargs"] = {**kwargs, "xml_file": str(xml)}
+
+
 def load_spec_file(path: str | Path) -> TaskSpec:
     """Load and validate one spec file."""
     path = Path(path)
@@ -331,6 +345,7 @@ def load_spec_file(path: str | Path) -> TaskSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a task spec is a mapping of fields, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
+    _resolve_xml(raw, path)
     try:
         return TaskSpec(**raw, path=str(path))
     except ValidationError as exc:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from sim2real import make_sim_env, make_target_env
 from sim2real.spec import SpecError, available_tasks, load_spec, load_spec_file
+from tests.conftest import DATA
 
 REQUIRED_TASKS = {"inverted_pendulum", "hopper", "half_cheetah", "walker2d"}
 
@@ -127,3 +129,56 @@ def test_unknown_task_variant_is_reported(tmp_path):
 def test_missing_file_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match="cannot read"):
         load_spec_file(tmp_path / "absent.yaml")
+
+
+def test_xml_file_resolves_relative_to_the_spec_file(tmp_path):
+    import shutil
+
+    import gymnasium as gym
+    import yaml
+
+    src = Path(gym.envs.mujoco.__file__).parent / "assets" / "inverted_pendulum.xml"
+    (tmp_path / "models").mkdir()
+    shutil.copy(src, tmp_path / "models" / "my_pendulum.xml")
+    raw = yaml.safe_load((DATA / "pendulum_norm.yaml").read_text())
+    raw["env_kwargs"] = {"xml_file": "models/my_pendulum.xml"}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec_file(tmp_path / "mine.yaml")
+    assert spec.env_kwargs["xml_file"] == str(tmp_path / "models" / "my_pendulum.xml")
+    env = make_target_env(spec, "heavy")
+    env.reset(seed=0)
+    raw["env_kwargs"] = {"xml_file": "models/missing.xml"}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="xml_file: 'models/missing.xml' does not exist"):
+        load_spec_file(tmp_path / "bad.yaml")
+
+
+def test_unknown_env_id_is_a_spec_error(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((DATA / "pendulum_norm.yaml").read_text())
+    raw["env_id"] = "InvertedPendulum-v99"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match=r"bad.yaml: env_id 'InvertedPendulum-v99'"):
+        make_sim_env(load_spec_file(tmp_path / "bad.yaml"))
+
+
+def test_an_older_policy_loads_after_its_spec_changes_net_arch(tmp_path, monkeypatch):
+    from sim2real.learning import loading
+    from sim2real.learning.loading import load_for_evaluation
+    from sim2real.learning.pretrain import PretrainConfig, pretrain
+
+    # The network comes from the spec file (16x16), not from --set overrides.
+    run = pretrain(PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=64, eval_every=64, eval_episodes=1,
+                                  checkpoint_every=64), out=tmp_path / "old")
+
+    real_load = loading.load_spec
+
+    def edited(task):  # today's spec file says 64x64; the policy was trained at 16x16
+        spec = real_load(task)
+        bigger = spec.pretrain.model_copy(update={"policy_kwargs": {"net_arch": {"pi": [64, 64], "vf": [64, 64]}}})
+        return spec.model_copy(update={"pretrain": bigger})
+
+    monkeypatch.setattr(loading, "load_spec", edited)
+    pre, _, model = load_for_evaluation(run)
+    assert model.policy.mlp_extractor.policy_net[0].out_features == 16

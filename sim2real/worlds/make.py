@@ -38,14 +38,19 @@ def _spec(task: str | TaskSpec) -> TaskSpec:
 
 def _base_env(spec: TaskSpec, render_mode: str | None = None, **env_kwargs: Any) -> gym.Env:
     kwargs = {**spec.env_kwargs, **env_kwargs}
-    # Build the env without Gymnasium's checker wrappers: the outer gym.make (if any) adds its own.
-    return gym.make(
-        spec.env_id,
-        max_episode_steps=spec.max_episode_steps,
-        render_mode=render_mode,
-        disable_env_checker=True,
-        **kwargs,
-    )
+    try:
+        # Build the env without Gymnasium's checker wrappers: the outer gym.make (if any) adds its own.
+        return gym.make(
+            spec.env_id,
+            max_episode_steps=spec.max_episode_steps,
+            render_mode=render_mode,
+            disable_env_checker=True,
+            **kwargs,
+        )
+    except gym.error.Error as exc:
+        raise SpecError(f"{spec.path}: env_id {spec.env_id!r}: {exc}") from None
+    except TypeError as exc:  # an env_kwargs key the env does not take
+        raise SpecError(f"{spec.path}: env_kwargs {kwargs}: {exc}") from None
 
 
 def _with_context(spec: TaskSpec, where: str, exc: SpecError) -> SpecError:
