@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -31,12 +32,29 @@ from sim2real.learning.loading import policy_files
 EXECUTORS = ("local", "ray")
 
 
+def die_with_parent() -> None:
+    """In a worker: ask Linux to kill this process when the study that spawned it dies (even by kill -9).
+
+    Without it a killed study leaves its workers running (blocked on a pipe, hundreds of MB each),
+    and a late one could write into a folder a re-run has since finished.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 class LocalExecutor:
     """Spawned worker processes (fork after torch has started threads is fragile)."""
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                         initializer=die_with_parent)
 
     def submit(self, fn: Callable[..., dict], policy: str, run_dir: Path, *args: Any) -> Future:
         """Run ``fn(policy, run_dir, *args)`` in a worker process."""

@@ -97,6 +97,25 @@ def grid(cfg: StudyConfig) -> list[RunSpec]:
     return [RunSpec(t, s, seed) for s in order for t in cfg.targets for seed in range(cfg.seeds)]
 
 
+# What every run of a study shares: a re-run into the same folder must not change it, or the report
+# would label old runs with new settings. (Targets, strategies and seeds may grow: they add runs.)
+FIXED_BY_THE_FOLDER = ("task", "policy", "budget_steps", "eval_every", "eval_episodes", "similarity_threshold",
+                       "transfer_options")
+
+
+def _check_same_study(study_dir: Path, cfg: StudyConfig, policy: str, budget: int) -> None:
+    recorded_path = study_dir / "study.json"
+    if not recorded_path.exists():
+        return
+    recorded = json.loads(recorded_path.read_text())["config"]
+    now = {**asdict(cfg), "policy": policy, "budget_steps": budget}
+    changed = [f"{key}: recorded {recorded.get(key)!r}, now {now[key]!r}" for key in FIXED_BY_THE_FOLDER
+               if key in recorded and recorded.get(key) != now[key]]
+    if changed:
+        raise ValueError(f"{study_dir} is a study with other settings ({'; '.join(changed)}); its runs would be "
+                         "reported under the new ones. Use another --out, or the recorded settings")
+
+
 def _check_transfer_options(options: dict) -> None:
     from dataclasses import fields
 
@@ -158,9 +177,13 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
     policy = cfg.resolved_policy()
     budget = spec.budget(cfg.budget)
     study_dir = Path(out) if out else Path("runs") / "study" / f"{cfg.task}-{cfg.budget}"
+    if cfg.seeds < 1 or cfg.workers < 0:
+        raise ValueError(f"--seeds {cfg.seeds} / --workers {cfg.workers}: need at least 1 seed and 0 (one per core) "
+                         "or more workers")
     runs = grid(cfg)  # validates targets, strategies and the executor before anything is written
     _check_transfer_options(cfg.transfer_options)
     cfg.run_config(policy, runs[0]).validate()
+    _check_same_study(study_dir, cfg, policy, budget)
     study_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(study_dir, {**asdict(cfg), "policy": policy, "budget_steps": budget})
     os.replace(study_dir / "run.json", study_dir / "study.json")

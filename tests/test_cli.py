@@ -43,9 +43,20 @@ def test_envs_task_shows_parameters_and_worlds():
         (["pretrain", "hopper", "--set", "oops"], "expected KEY=VALUE"),
         (["pretrain", "hopper", "--eval-episodes", "0"], "--eval-episodes 0: must be at least 1"),
         (["evaluate", "policies/hopper-dr", "--episodes", "0"], "--episodes 0: must be at least 1"),
+        (["pretrain", SPEC, "--steps", "64", "--set", "foo=1"], "hyperparameter(s) ['foo'] are not PPO arguments"),
+        (["pretrain", SPEC, "--steps", "0"], "--steps 0: must be at least 1"),
+        (["pretrain", SPEC, "--checkpoint-every", "0"], "--checkpoint-every 0: must be at least 1"),
+        (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--import", "no_such_module_xyz"],
+         "--import no_such_module_xyz: No module named 'no_such_module_xyz'"),
+        (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--target", "badrobot:make"],
+         "target badrobot:make: the factory raised RuntimeError: robot is unplugged"),
+        (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--target", "badrobot:not_an_env"],
+         "target badrobot:not_an_env: the factory returned int, not a gymnasium.Env"),
     ],
 )
 def test_user_errors_have_no_traceback(args, message, tmp_path):
+    (tmp_path / "badrobot.py").write_text("def make():\n    raise RuntimeError('robot is unplugged')\n\n"
+                                          "def not_an_env():\n    return 3\n")
     proc = run(*args, check=False, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
@@ -57,6 +68,10 @@ def test_pretrain_then_transfer(tmp_path):
     assert (tmp_path / "pre" / "model.zip").exists() and (tmp_path / "pre" / "obs_rms.npz").exists()
     proc = run("pretrain", SPEC, "--steps", "128", "--out", str(tmp_path / "pre"), check=False)
     assert proc.returncode == 2 and "already holds a finished run" in proc.stderr
+    before = (tmp_path / "pre" / "model.zip").read_bytes()
+    proc = run("pretrain", SPEC, "--steps", "128", "--out", str(tmp_path / "pre"), "--resume", check=False)
+    assert proc.returncode == 2 and "is finished (model.zip exists); nothing to resume" in proc.stderr
+    assert (tmp_path / "pre" / "model.zip").read_bytes() == before
     out = run("transfer", str(tmp_path / "pre"), "--target", "heavy", "--strategy", "freeze", "--steps", "64",
               "--eval-every", "64", "--eval-episodes", "1", "--out", str(tmp_path / "tr")).stdout
     assert "mean return" in out

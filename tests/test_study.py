@@ -158,3 +158,36 @@ def test_sim2real_report_reproduces_a_committed_study(name, tmp_path):
             assert got["final_returns"] == m["final_returns"]
             assert got["final_return_iqm"] == pytest.approx(m["final_return_iqm"])
         assert after["targets"][target].get("case") == entry.get("case")
+
+
+def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tiny_study):
+    cfg, out = tiny_study
+    before = (out / "study.json").read_text()
+    changed = StudyConfig(**{**cfg.__dict__, "budget": cfg.budget * 2})
+    with pytest.raises(ValueError, match="budget_steps: recorded 256, now 512"):
+        run_study(changed, out=out, quiet=True)
+    assert (out / "study.json").read_text() == before
+
+
+def test_workers_die_with_their_study():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # A parent that starts a worker through the study's executor, prints the worker's pid, then is killed -9.
+    code = ("import os, time; from sim2real.executors import LocalExecutor; ex = LocalExecutor(1); "
+            "print(ex._pool.submit(os.getpid).result(), flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} outlived its killed study")

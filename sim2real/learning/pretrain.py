@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,19 @@ def widen_obs_rms(rms, new_dim: int, history: int):
     return wide
 
 
+def new_model(cls, venv, cfg: PretrainConfig, run_dir: Path, kwargs: dict[str, Any]) -> BaseAlgorithm:
+    """The SB3 model; an unknown or ill-typed hyperparameter (``--set``) is named, not a TypeError from deep in SB3."""
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "policy", "env"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(f"hyperparameter(s) {unknown} are not {cls.__name__} arguments (from the spec or --set); "
+                         f"allowed: {', '.join(sorted(known))}")
+    try:
+        return cls("MlpPolicy", venv, seed=cfg.seed, device="cpu", tensorboard_log=str(run_dir / "tb"), **kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ValueError(f"{cls.__name__} rejected the hyperparameters {kwargs}: {exc}") from None
+
+
 def default_eval_world(spec) -> str:
     """``real`` if the spec has it, else its first shifted world in spec order (else ``nominal``)."""
     if "real" in spec.targets:
@@ -149,6 +163,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     run_dir = Path(out) if out else default_pretrain_dir(cfg, algo)
     if (run_dir / "model.zip").exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a finished run; use --resume or another --out")
+    if resume and (run_dir / "model.zip").exists():
+        # A finished run is never reopened: --resume would rewrite its model.zip.
+        raise FileExistsError(f"{run_dir} is finished (model.zip exists); nothing to resume. "
+                              "Use another --out for a new run, or --init-from it to continue training")
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
         raise FileExistsError(f"{run_dir} holds checkpoints of an unfinished run; use --resume or another --out")
@@ -182,7 +200,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
             model.load_replay_buffer(buffer)
         print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}")
     else:
-        model = cls("MlpPolicy", venv, seed=cfg.seed, device="cpu", tensorboard_log=str(run_dir / "tb"), **kwargs)
+        model = new_model(cls, venv, cfg, run_dir, kwargs)
         if cfg.init_from:
             _init_from(model, venv, cfg.init_from, inputs.history)
 

@@ -41,7 +41,11 @@ class TransferError(ValueError):
 def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None):
     """A picklable env factory for ``target``: a target-world name, a Gymnasium id, or ``module:Factory``."""
     if import_module:
-        importlib.import_module(import_module)
+        try:
+            importlib.import_module(import_module)
+        except ImportError as exc:
+            raise TransferError(f"--import {import_module}: {exc} (the current directory and PYTHONPATH are "
+                                "searched)") from None
     if target in spec.targets:
         return EnvFactory(make_target_env, spec.path, target)
     if ":" in target:
@@ -50,13 +54,29 @@ def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise TransferError(f"target {target}: cannot import {attr!r} from {module!r}: {exc}") from None
-        return EnvFactory(factory)
+        return CheckedFactory(factory, target)
     if target in gym.registry:
         return EnvFactory(gym.make, target)
     raise TransferError(
         f"target {target!r}: not a target world of {spec.name} ({', '.join(spec.targets)}), "
         "not a registered Gymnasium id (pass --import MODULE to register yours) and not module:Factory"
     )
+
+
+class CheckedFactory:
+    """A user's env factory, whose failures name the target instead of surfacing as a bare traceback."""
+
+    def __init__(self, factory, target: str):
+        self.factory, self.target = factory, target
+
+    def __call__(self) -> gym.Env:
+        try:
+            env = self.factory()
+        except Exception as exc:  # noqa: BLE001 - any error in user code, reported with where it came from
+            raise TransferError(f"target {self.target}: the factory raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(env, gym.Env):
+            raise TransferError(f"target {self.target}: the factory returned {type(env).__name__}, not a gymnasium.Env")
+        return env
 
 
 def check_spaces(policy_obs: gym.Space, policy_act: gym.Space, env: gym.Env, target: str) -> None:
