@@ -148,7 +148,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 
 The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `sim2real/envs/{task}.yaml`).
 Reproduce: at {at_commit}, `{card['command']}`, then `{export_cmd}` (exports and measures).
-""")
+{exp.get('note', '')}""")
 
 
 def _inputs_text(inputs: dict) -> str:
