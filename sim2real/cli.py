@@ -107,7 +107,10 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
     from sim2real.learning.artifacts import atomic_write_text
     from sim2real.robustness import plot_robustness, robustness_sweep
 
-    if args.range[0] > args.range[1] or args.range[0] <= 0:
+    if args.param == "action_delay":
+        if not 0 <= args.range[0] <= args.range[1]:
+            raise UserError(f"--range {args.range[0]} {args.range[1]}: need 0 <= LO <= HI (steps of latency)")
+    elif args.range[0] > args.range[1] or args.range[0] <= 0:
         raise UserError(f"--range {args.range[0]} {args.range[1]}: need 0 < LO <= HI (scales of the nominal value)")
     sweep = robustness_sweep(args.policies, args.param, args.range[0], args.range[1], args.points, args.episodes)
     out = Path(args.out)
@@ -118,7 +121,7 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     table = Table(title=f"zero-shot return vs {args.param}")
-    table.add_column("scale")
+    table.add_column("latency (steps)" if args.param == "action_delay" else "scale")
     for label in sweep["policies"]:
         table.add_column(label)
     for i, s in enumerate(sweep["scales"]):
@@ -286,7 +289,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     rb = sub.add_parser("robustness", help="zero-shot return across a sweep of one physical parameter")
     rb.add_argument("policies", nargs="+", help="pretrained policies to compare (e.g. policies/hopper-dr policies/hopper-nominal)")
-    rb.add_argument("--param", required=True, help="FIELD/NAME, e.g. body_mass/torso, geom_friction/floor, actuator_gear")
+    rb.add_argument("--param", required=True, help="FIELD/NAME, e.g. body_mass/torso, geom_friction/floor, actuator_gear; or action_delay (steps)")
     rb.add_argument("--range", nargs=2, type=float, required=True, metavar=("LO", "HI"), help="scales of the nominal value")
     rb.add_argument("--points", type=int, default=7)
     rb.add_argument("--episodes", type=int, default=5)
