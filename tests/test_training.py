@@ -67,3 +67,29 @@ def test_off_policy_checkpoints_carry_the_replay_buffer(tmp_path):
     from stable_baselines3 import SAC
 
     assert SAC.load(out / "model.zip").num_timesteps == 128
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed_from(tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    pretrain(cfg(), out=out)
+    (out / "model.zip").unlink()
+    ckpt = out / "checkpoints"
+    # A kill while step 256 was being written: its model zip is in place, its statistics are not,
+    # its manifest never landed, and a temp file is left over.
+    shutil.copy(ckpt / "step_000000128.zip", ckpt / "step_000000256.zip")
+    (ckpt / ".step_000000256_vecnormalize.tmp.pkl").write_bytes(b"")
+    pretrain(cfg(), out=out, resume=True)
+    said = capsys.readouterr().out
+    assert "removed an incomplete checkpoint" in said and "resuming" in said and "step_000000128.zip" in said
+    assert not list(ckpt.glob(".*tmp*"))
+    assert PPO.load(out / "model.zip").num_timesteps == 256
+
+
+def test_ppo_checkpoints_fall_between_updates(tmp_path):
+    out = pretrain(cfg(), out=tmp_path / "run")
+    manifest = json.loads((out / "checkpoints" / "step_000000128.manifest.json").read_text())
+    assert manifest["num_timesteps"] == 128  # a rollout boundary (2 envs x 64 steps)
+    model = PPO.load(out / "checkpoints" / "step_000000128.zip")
+    assert model._n_updates == 2  # the first rollout's update (n_epochs=2) is inside the checkpoint

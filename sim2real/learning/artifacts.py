@@ -81,30 +81,70 @@ def write_run_info(run_dir: Path, config: dict[str, Any]) -> None:
 
 
 def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model") -> None:
-    """Model, normalisation statistics and (off-policy) replay buffer, each written atomically.
+    """Model, normalisation statistics and (off-policy) replay buffer: one checkpoint, complete or absent.
 
-    A crash mid-write leaves the previous files intact: each is written to a
-    temporary name and moved into place.
+    Each file is written to a temporary name and moved into place; a manifest naming every file
+    and its size is written last. A crash before the manifest leaves an incomplete checkpoint that
+    :func:`latest_checkpoint` never resumes from (and :func:`clean_incomplete` removes).
     """
     directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def commit(tmp: Path, final: Path) -> None:
+        os.replace(tmp, final)
+        written.append(final)
+
+    manifest = directory / f"{name}.manifest.json"
+    manifest.unlink(missing_ok=True)  # overwriting a checkpoint: it is incomplete until the new manifest lands
     tmp = directory / f".{name}.tmp.zip"
     model.save(tmp)
-    os.replace(tmp, directory / f"{name}.zip")
+    commit(tmp, directory / f"{name}.zip")
     venv = model.get_env()
     if isinstance(venv, VecNormalize):
         pkl, npz = norm_paths(directory, name)
         tmp = directory / f".{name}_vecnormalize.tmp.pkl"
         venv.save(str(tmp))
-        os.replace(tmp, pkl)
+        commit(tmp, pkl)
         # The same statistics as plain arrays: loadable without unpickling anything.
         tmp = directory / f".{name}_obs_rms.tmp.npz"
         with tmp.open("wb") as f:
             save_norm_arrays(f, venv)
-        os.replace(tmp, npz)
+        commit(tmp, npz)
     if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
         tmp = directory / f".{name}_replay_buffer.tmp.pkl"
         model.save_replay_buffer(tmp)
-        os.replace(tmp, directory / f"{name}_replay_buffer.pkl")
+        commit(tmp, directory / f"{name}_replay_buffer.pkl")
+    atomic_write_text(manifest, json.dumps({
+        "num_timesteps": int(model.num_timesteps),
+        "files": {f.name: f.stat().st_size for f in written},
+    }, indent=2))
+
+
+def checkpoint_complete(model_zip: Path) -> bool:
+    """A checkpoint is complete when its manifest exists and every file it names has the recorded size."""
+    manifest = model_zip.with_name(f"{model_zip.stem}.manifest.json")
+    if not manifest.exists():
+        return False
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (json.JSONDecodeError, KeyError):
+        return False
+    return all((model_zip.parent / n).exists() and (model_zip.parent / n).stat().st_size == size
+               for n, size in files.items())
+
+
+def clean_incomplete(directory: Path) -> list[str]:
+    """Remove temp files and incomplete checkpoints a crash left in ``directory``; returns what went."""
+    removed = []
+    for tmp in directory.glob(".*.tmp*"):
+        tmp.unlink()
+        removed.append(tmp.name)
+    for model_zip in directory.glob("step_*.zip"):
+        if not checkpoint_complete(model_zip):
+            for f in directory.glob(f"{model_zip.stem}*"):
+                f.unlink()
+                removed.append(f.name)
+    return removed
 
 
 def norm_paths(directory: Path, name: str) -> tuple[Path, Path]:
@@ -153,5 +193,6 @@ def load_norm_stats(path: Path) -> NormStats:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    zips = sorted((run_dir / "checkpoints").glob("step_*.zip"))
-    return zips[-1] if zips else None
+    """The newest *complete* checkpoint (see :func:`save_checkpoint`), or None."""
+    zips = sorted((run_dir / "checkpoints").glob("step_*.zip"), reverse=True)
+    return next((z for z in zips if checkpoint_complete(z)), None)

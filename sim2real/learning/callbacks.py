@@ -15,7 +15,11 @@ from sim2real.learning.evaluation import evaluate
 from sim2real.progress import Progress
 
 class CheckpointCallback(BaseCallback):
-    """Checkpoint every ``every`` steps into ``run_dir/checkpoints`` (atomically, keeping the last ``keep``)."""
+    """Checkpoint every ``every`` steps into ``run_dir/checkpoints`` (complete or absent, keeping the last ``keep``).
+
+    Checkpoints are taken at the start of a rollout, i.e. after the previous update: a resumed
+    run continues with the next rollout and loses no update.
+    """
 
     def __init__(self, run_dir: Path, every: int, keep: int = 2):
         super().__init__()
@@ -27,17 +31,20 @@ class CheckpointCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every + 1) * self.every
 
-    def _on_step(self) -> bool:
+    def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self._next:
             save_checkpoint(self.model, self.dir, f"step_{self.num_timesteps:09d}")
-            self._next += self.every
+            self._next = (self.num_timesteps // self.every + 1) * self.every
             self._prune()
+
+    def _on_step(self) -> bool:
         return True
 
     def _prune(self) -> None:
         zips = sorted(self.dir.glob("step_*.zip"))
         for old in zips[: -self.keep]:
             stem = old.stem
+            old.with_name(f"{stem}.manifest.json").unlink(missing_ok=True)  # first: the rest is then incomplete
             for f in self.dir.glob(f"{stem}*"):
                 f.unlink()
 

@@ -16,7 +16,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sim2real.learning.algos import ALGOS, OFF_POLICY, algo_kwargs, set_threads
-from sim2real.learning.artifacts import latest_checkpoint, norm_paths, save_checkpoint, write_run_info
+from sim2real.learning.artifacts import clean_incomplete, latest_checkpoint, norm_paths, save_checkpoint, write_run_info
 from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback, RandomizationLogger
 from sim2real.learning.envs import make_vec_env
 from sim2real.learning.loading import load_pretrained
@@ -167,7 +167,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
         # A finished run is never reopened: --resume would rewrite its model.zip.
         raise FileExistsError(f"{run_dir} is finished (model.zip exists); nothing to resume. "
                               "Use another --out for a new run, or --init-from it to continue training")
+    if resume and (run_dir / "checkpoints").exists():
+        removed = clean_incomplete(run_dir / "checkpoints")
+        if removed:
+            print(f"removed an incomplete checkpoint a crash left behind: {', '.join(sorted(removed))}")
     checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: no complete checkpoint to resume from; start a new run with another --out")
     if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
         raise FileExistsError(f"{run_dir} holds checkpoints of an unfinished run; use --resume or another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
