@@ -316,10 +316,20 @@ class TaskSpec(_Strict):
         raise SpecError(f"budget: {budget!r} is not 'small', 'large' or a number of steps")
 
 
+def _is_type_name(part) -> bool:
+    return isinstance(part, str) and (part in ("float", "int", "str", "bool") or part.startswith(("tuple[", "list[")))
+
+
 def _format_validation_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid task spec"]
+    seen: set[str] = set()
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # A union field (a value or a [low, high] range) reports once per member type: keep the first.
+        parts = [str(p) for p in e["loc"] if not _is_type_name(p)]
+        loc = ".".join(parts) or "(top level)"
+        if loc in seen:
+            continue
+        seen.add(loc)
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"

@@ -231,7 +231,7 @@ def test_drawn_latency_and_motor_strength_are_what_the_motor_gets():
     ({"action_delay": -1}, "action_delay: -1 is outside"),
     ({"obs_delay": (-1, 2)}, "obs_delay: -1 is outside"),
     ({"sensors": {"drop_prob": (0.0, 1.5)}}, "drop_prob: 1.5 is outside"),
-    ({"obs_noise": {"std": float("nan")}}, "not a finite number"),
+    ({"obs_noise": {"std": float("nan")}}, "obs_noise.std: Input should be a finite number (got nan)"),
     ({"motor": {"saturation": (0.0, 1.0)}}, "saturation: 0.0 is outside (0.0"),
 ])
 def test_bad_effect_ranges_are_clear_spec_errors(tmp_path, effects, message):

@@ -13,7 +13,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "sim2real"
 # Each layer may import itself and the layers after it in this list, never one before it.
 LAYERS = ["top", "transfer", "learning", "worlds", "base"]
-BASE = {"spec", "progress"}
+BASE = {"spec", "progress", "fields", "options"}
 
 
 def layer_of(module: str) -> str:

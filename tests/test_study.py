@@ -103,8 +103,8 @@ def test_unknown_executor_is_a_clear_error(tiny_pretrained, tmp_path):
 
 def test_a_study_passes_its_similarity_threshold_to_its_runs(tiny_pretrained, tmp_path):
     cfg = StudyConfig(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"],
-                      strategies=["auto"], seeds=1, budget=64, workers=1, eval_every=64, eval_episodes=1,
-                      robustness=False, similarity_threshold=1.0)
+                      strategies=["zero-shot", "auto"], seeds=1, budget=64, workers=1, eval_every=64,
+                      eval_episodes=1, robustness=False, similarity_threshold=1.0)
     out = run_study(cfg, out=tmp_path / "sim", quiet=True)
     run = out / "runs" / "heavy" / "auto" / "s0"
     assert json.loads((run / "run.json").read_text())["config"]["similarity_threshold"] == 1.0

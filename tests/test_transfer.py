@@ -69,6 +69,9 @@ def test_lr_scale_reaches_the_optimiser_through_apply_strategy(tiny_pretrained, 
     cfg = TransferConfig(policy=str(tiny_pretrained), strategy="finetune", lr_scale=lr_scale)
     model = build_model(pre, gym.make("InvertedPendulum-v5"), pre.spec, cfg, 128, fresh=False)
     apply_strategy(model, "finetune", cfg)
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(None, []))
     model._update_learning_rate(model.policy.optimizer)  # SB3's per-update write, then our scales
     lrs = {g["name"]: g["lr"] for g in model.policy.optimizer.param_groups}
     base = pre.hyperparams.get("learning_rate", 3e-4)
