@@ -76,7 +76,18 @@ def describe_task(task: str) -> None:
         pu = spec.randomization.pushes
         t.add_row("push", pu.body, "0 N", "force", f"{pu.force[0]:g} .. {pu.force[1]:g} N",
                   f"every {pu.interval_steps[0]}-{pu.interval_steps[1]} steps", f"for {pu.duration_steps} steps")
+    fx = spec.randomization.effects
+    if fx is not None:
+        for name, value in fx.model_dump(exclude_defaults=True).items():
+            items = value.items() if isinstance(value, dict) else [("", value)]
+            for sub, v in items:
+                shown = f"{v[0]:g} .. {v[1]:g}" if isinstance(v, (list, tuple)) else f"{v:g}"
+                t.add_row("effect", f"{name}{'.' + sub if sub else ''}", "-", "per episode", shown, "uniform", shown)
     console.print(t)
+    inputs = spec.observation
+    console.print(f"policy inputs: observation"
+                  + (f" + last {inputs.history} observations and commands" if inputs.history
+                     else " + last command" if inputs.last_action else " only"))
 
     w = Table(title="target worlds")
     for col in ("world", "Gymnasium id", "physics (nominal -> shifted)", "effects", "task"):
