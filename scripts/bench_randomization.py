@@ -40,8 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sim2real import make_sim_env, make_target_env  # noqa: E402
-from sim2real.worlds.physics import PhysicsModel, apply_shift  # noqa: E402
 from sim2real.spec import available_tasks, load_spec  # noqa: E402
+from sim2real.worlds.physics import PhysicsModel, apply_shift  # noqa: E402
 
 
 class Stepper:

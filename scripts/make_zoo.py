@@ -28,13 +28,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim2real.learning.evaluation import evaluate  # noqa: E402
-from sim2real.worlds.make import make_target_env  # noqa: E402
-from sim2real.spec import load_spec  # noqa: E402
 from sim2real.learning.artifacts import norm_paths, save_norm_arrays  # noqa: E402
-from sim2real.worlds.inputs import WithInputs  # noqa: E402
-from sim2real.worlds.make import EnvFactory  # noqa: E402
+from sim2real.learning.evaluation import evaluate  # noqa: E402
 from sim2real.learning.loading import load_for_evaluation, load_pretrained  # noqa: E402
+from sim2real.spec import load_spec  # noqa: E402
+from sim2real.worlds.inputs import WithInputs  # noqa: E402
+from sim2real.worlds.make import EnvFactory, make_target_env  # noqa: E402
 
 EVAL_EPISODES = 10
 EVAL_SEED = 123_456

@@ -85,7 +85,7 @@ def describe_task(task: str) -> None:
                 t.add_row("effect", f"{name}{'.' + sub if sub else ''}", "-", "per episode", shown, "uniform", shown)
     console.print(t)
     inputs = spec.observation
-    console.print(f"policy inputs: observation"
+    console.print("policy inputs: observation"
                   + (f" + last {inputs.history} observations and commands" if inputs.history
                      else " + last command" if inputs.last_action else " only"))
 

@@ -18,12 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim2real.metrics import Curve, strategy_metrics  # noqa: E402
-from sim2real.spec import load_spec  # noqa: E402
 from sim2real.learning.artifacts import atomic_write_text  # noqa: E402
 from sim2real.learning.evaluation import evaluate  # noqa: E402
 from sim2real.learning.loading import load_for_evaluation  # noqa: E402
-from sim2real.metrics import THRESHOLD_FRACTION, probability_of_improvement  # noqa: E402
+from sim2real.metrics import THRESHOLD_FRACTION, Curve, probability_of_improvement, strategy_metrics  # noqa: E402  # noqa: E402
+from sim2real.spec import load_spec  # noqa: E402
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, classify  # noqa: E402
 from sim2real.worlds.inputs import WithInputs  # noqa: E402
 from sim2real.worlds.make import EnvFactory, make_target_env  # noqa: E402

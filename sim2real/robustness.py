@@ -10,10 +10,11 @@ import numpy as np
 from sim2real.learning.evaluation import evaluate
 from sim2real.learning.loading import load_for_evaluation
 from sim2real.spec import PhysicsShift, SpecError
-from sim2real.worlds.make import make_target_env
 from sim2real.worlds.effects import ActionDelay
 from sim2real.worlds.inputs import WithInputs
+from sim2real.worlds.make import make_target_env
 from sim2real.worlds.physics import FixedPhysicsShift
+
 
 def parse_param(param: str) -> tuple[str, list[str] | str]:
     """``body_mass/torso`` -> ("body_mass", ["torso"]); ``actuator_gear`` -> ("actuator_gear", "all")."""

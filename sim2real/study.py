@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sim2real.executors import check_executor, make_executor
-from sim2real.progress import fmt_duration
-from sim2real.spec import load_spec
 from sim2real.learning.artifacts import atomic_write_text, write_run_info
 from sim2real.metrics import THRESHOLD_FRACTION
+from sim2real.progress import fmt_duration
 from sim2real.report import build_report
 from sim2real.robustness import LATENCY, plot_robustness, robustness_sweep
+from sim2real.spec import load_spec
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD
 from sim2real.transfer.run import TransferConfig, TransferError, transfer
 from sim2real.transfer.strategies import STRATEGIES

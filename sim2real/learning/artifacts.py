@@ -26,6 +26,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

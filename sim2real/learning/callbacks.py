@@ -14,6 +14,7 @@ from sim2real.learning.artifacts import atomic_write_text, save_checkpoint
 from sim2real.learning.evaluation import evaluate
 from sim2real.progress import Progress
 
+
 class CheckpointCallback(BaseCallback):
     """Checkpoint every ``every`` steps into ``run_dir/checkpoints`` (complete or absent, keeping the last ``keep``).
 

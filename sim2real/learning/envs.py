@@ -7,6 +7,7 @@ from collections.abc import Callable
 import gymnasium as gym
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
+
 def make_vec_env(env_fn: Callable[[], gym.Env], n_envs: int, seed: int, subproc: bool = False) -> VecEnv:
     """``n_envs`` copies of ``env_fn``, each seeded ``seed + i``, with episode statistics."""
     cls = SubprocVecEnv if subproc and n_envs > 1 else DummyVecEnv

@@ -25,6 +25,7 @@ from sim2real.spec import PolicyInputs, load_spec
 from sim2real.worlds.inputs import WithInputs
 from sim2real.worlds.make import EnvFactory, make_sim_env, make_target_env
 
+
 @dataclass
 class PretrainConfig:
     """One pretraining run. Every field with help text is also a ``sim2real pretrain`` flag."""
