@@ -175,6 +175,11 @@ def test_a_transfer_counts_every_target_step_and_builds_one_evaluation_env(tiny_
     assert steps["training"] == 128
     assert steps["evaluation"] > 0 and steps["total"] == steps["training"] + steps["evaluation"]
     assert len(built) == 2  # one env trains, one evaluates: never one copy per episode
+    built.clear()
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:make_env", strategy="zero-shot",
+                         eval_episodes=2)
+    transfer(cfg, out=tmp_path / "zs", quiet=True)
+    assert len(built) == 1  # zero-shot only evaluates
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3"])

@@ -182,8 +182,10 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
     eval_seed = 20_000  # the same evaluation episodes for every strategy and seed
 
     strategy, decision, eval_steps = cfg.strategy, None, 0
+    # Models that only act (auto's measurement, zero-shot) sit on the nominal sim, not on another target instance.
+    home_venv = make_vec_env(WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs), 1, cfg.seed)
     if strategy == "auto":
-        model = policy_model(pre, make_vec_env(env_fn, 1, cfg.seed))
+        model = policy_model(pre, home_venv)
         zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
         sim = evaluate(model, WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs),
                        eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)  # the sim: not a target step
@@ -197,13 +199,15 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
                              "pretrain_overrides": pre.overrides})
 
     if not STRATEGIES[strategy].trains:
-        model = policy_model(pre, make_vec_env(env_fn, 1, cfg.seed))
+        model = policy_model(pre, home_venv)
         zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
         eval_env.close()
+        home_venv.close()
         (run_dir / "evaluations.csv").write_text(f"step,target\n0,{zs.mean:.6g}\n")
         return _finish(run_dir, cfg, strategy, budget, zs.returns, None, "no training",
                        {"training": 0, "evaluation": zs.steps})
 
+    home_venv.close()
     venv = make_vec_env(env_fn, 1, cfg.seed)
     gamma = pre.hyperparams.get("gamma", 0.99)
     fresh = STRATEGIES[strategy].fresh

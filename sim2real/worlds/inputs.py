@@ -82,7 +82,8 @@ class PolicyInputsWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         # Newest first: a_{t-1} right after the observations, the way the module docstring lays it out.
-        self._act_hist.appendleft(np.asarray(action, dtype=self._zero_action.dtype).reshape(self._zero_action.shape))
+        # A copy: a caller that refills one action buffer in place must not rewrite the remembered past.
+        self._act_hist.appendleft(np.array(action, dtype=self._zero_action.dtype).reshape(self._zero_action.shape))
         if self.history:
             self._obs_hist.appendleft(self._current)
         self._current = np.array(obs)
