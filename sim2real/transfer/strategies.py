@@ -113,9 +113,9 @@ CASE_STRATEGY: dict[int, str] = {s.case: s.name for s in STRATEGIES.values() if 
 def apply_strategy(model: BaseAlgorithm, strategy: str, cfg) -> str:
     """Set freezing, learning-rate scales and re-initialisation; return a one-line description."""
     entry = STRATEGIES.get(strategy)
-    if entry is None or entry.case is None and entry.prepare is None:
-        if entry is not None and entry.fresh:
-            return "a fresh policy"
+    if entry is not None and entry.fresh:
+        return "a fresh policy"
+    if entry is None or entry.prepare is None:
         raise ValueError(f"strategy {strategy!r} has no training recipe; trainable: "
                          f"{', '.join(n for n, s in STRATEGIES.items() if s.prepare or s.fresh)}")
     groups = layer_groups(model, cfg.feature_layers)
