@@ -142,9 +142,17 @@ def clean_incomplete(directory: Path) -> list[str]:
         removed.append(tmp.name)
     for model_zip in directory.glob("step_*.zip"):
         if not checkpoint_complete(model_zip):
-            for f in directory.glob(f"{model_zip.stem}*"):
-                f.unlink()
-                removed.append(f.name)
+            removed += remove_checkpoint(model_zip)
+    return removed
+
+
+def remove_checkpoint(model_zip: Path) -> list[str]:
+    """Delete one checkpoint's files, its manifest first (so a crash midway leaves it incomplete, not corrupt)."""
+    model_zip.with_name(f"{model_zip.stem}.manifest.json").unlink(missing_ok=True)
+    removed = []
+    for f in model_zip.parent.glob(f"{model_zip.stem}*"):
+        f.unlink()
+        removed.append(f.name)
     return removed
 
 

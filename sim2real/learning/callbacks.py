@@ -10,7 +10,7 @@ import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sim2real.learning.artifacts import atomic_write_text, save_checkpoint
+from sim2real.learning.artifacts import atomic_write_text, remove_checkpoint, save_checkpoint
 from sim2real.learning.evaluation import evaluate
 from sim2real.progress import Progress
 
@@ -44,10 +44,7 @@ class CheckpointCallback(BaseCallback):
     def _prune(self) -> None:
         zips = sorted(self.dir.glob("step_*.zip"))
         for old in zips[: -self.keep]:
-            stem = old.stem
-            old.with_name(f"{stem}.manifest.json").unlink(missing_ok=True)  # first: the rest is then incomplete
-            for f in self.dir.glob(f"{stem}*"):
-                f.unlink()
+            remove_checkpoint(old)
 
 
 class EvalCallback(BaseCallback):

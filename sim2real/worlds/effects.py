@@ -353,7 +353,8 @@ class RandomizationReport(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.current: dict[str, float] = {}
 
     def _merge(self, info: dict) -> None:
-        info["randomization"] = {**info.get("randomization", {}), **self.current}
+        # The physics wrapper hands every step a fresh dict of its own, so adding to it in place aliases nothing.
+        info.setdefault("randomization", {}).update(self.current)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
