@@ -80,7 +80,7 @@ class EvalCallback(BaseCallback):
             self.best = json.loads(best.read_text()).get(next(iter(worlds)), self.best)
 
     def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.every) * self.every
+        self._next = (self.num_timesteps // self.every + 1) * self.every  # a resumed run: the next due step, not now
         if self.num_timesteps == 0:
             self.run_eval()  # step 0: the starting point of every curve
             self._next = self.every
