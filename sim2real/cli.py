@@ -60,7 +60,8 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
 
     result = json.loads((run_dir / "result.json").read_text())
     print(f"{result['ran_strategy']} on {cfg.target}: mean return {result['final_mean']:.1f} "
-          f"over {len(result['final_returns'])} episodes after {result['budget']:,} target steps")
+          f"over {len(result['final_returns'])} episodes after {result['target_steps']['training']:,} training steps "
+          f"({result['target_steps']['total']:,} target steps with evaluation)")
     print(f"run folder: {run_dir}  (model.zip is an ordinary SB3 model)")
 
 
