@@ -121,8 +121,20 @@ def compute_metrics(study_dir: Path, threshold_fraction: float = THRESHOLD_FRACT
             entry["case"] = {"case": decision.case, "recommended": decision.strategy, "reason": decision.reason,
                              "large_budget": decision.large_budget, "similar": decision.similar}
             entry["verdict"] = verdict(strategies, decision.strategy)
+        for strategy, m in strategies.items():
+            m["target_steps_used"] = _target_steps_used(study_dir, target, strategy)
         out["targets"][target] = entry
     return out
+
+
+def _target_steps_used(study_dir: Path, target: str, strategy: str) -> float | None:
+    """Mean target steps per run, training and evaluation (what a robot would have spent); None for old runs."""
+    totals = []
+    for result in (study_dir / "runs" / target / strategy).glob("s*/result.json"):
+        steps = json.loads(result.read_text()).get("target_steps")
+        if steps:
+            totals.append(steps["total"])
+    return float(np.mean(totals)) if totals else None
 
 
 def verdict(strategies: dict, recommended: str) -> dict:
@@ -236,7 +248,7 @@ def _fmt(v, digits: int = 1) -> str:
 
 def metrics_table(metrics: dict) -> list[list[str]]:
     head = ["target", "strategy", "seeds", "final IQM [95% CI]", "jumpstart", "asymptotic gain", "area ratio",
-            "steps to threshold", "speed-up", "P(improve) [95% CI]"]
+            "steps to threshold", "speed-up", "P(improve) [95% CI]", "target steps used per run"]
     rows = [head]
     for target, t in metrics["targets"].items():
         for s, m in t["strategies"].items():
@@ -250,6 +262,7 @@ def metrics_table(metrics: dict) -> list[list[str]]:
                 _fmt(m.get("time_to_threshold"), 0) if "threshold" in m else "—",
                 _fmt(m.get("speedup"), 2) if "threshold" in m else "—",
                 f"{p:.2f} [{m['prob_improvement_ci95'][0]:.2f}, {m['prob_improvement_ci95'][1]:.2f}]" if p is not None else "—",
+                _fmt(m.get("target_steps_used"), 0) if m.get("target_steps_used") is not None else "—",
             ])
     return rows
 
