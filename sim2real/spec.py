@@ -27,7 +27,7 @@ class SpecError(ValueError):
     """A task spec (or a name used against it) is invalid; the message says where and why."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     # NaN and inf are never a physical value, a range or a budget.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -45,7 +45,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-class ParamRange(_Strict):
+class ParamRange(StrictModel):
     """One randomised physical parameter.
 
     ``op: scale`` multiplies the nominal value, ``op: add`` adds to it. ``names``
@@ -73,7 +73,7 @@ class ParamRange(_Strict):
         return self
 
 
-class PhysicsShift(_Strict):
+class PhysicsShift(StrictModel):
     """One fixed physical change of a target world (``value`` scales or is added)."""
 
     field: PhysicsField
@@ -87,7 +87,7 @@ class PhysicsShift(_Strict):
         return self
 
 
-class Pushes(_Strict):
+class Pushes(StrictModel):
     """Random external pushes on a body: a force for a few steps at random intervals."""
 
     body: str
@@ -104,7 +104,7 @@ class Pushes(_Strict):
         return self
 
 
-class Randomization(_Strict):
+class Randomization(StrictModel):
     """How the sim world is randomised during pretraining."""
 
     when: Literal["reset", "once", "interval"] = "reset"
@@ -134,7 +134,7 @@ Range = float | tuple[float, float]
 IntRange = int | tuple[int, int]
 
 
-class ObservationNoise(_Strict):
+class ObservationNoise(StrictModel):
     std: Range = Field(default=0.0, description="Gaussian noise std per step, in observation units")
     bias_std: Range = Field(default=0.0, description="std of a constant offset drawn per episode")
 
@@ -145,7 +145,7 @@ class ObservationNoise(_Strict):
         return self
 
 
-class SensorFaults(_Strict):
+class SensorFaults(StrictModel):
     drop_prob: Range = Field(default=0.0, description="per step and sensor: reads 0")
     stuck_prob: Range = Field(default=0.0, description="per episode and sensor: holds its first value")
 
@@ -156,7 +156,7 @@ class SensorFaults(_Strict):
         return self
 
 
-class Motor(_Strict):
+class Motor(StrictModel):
     strength: Range = Field(default=1.0, description="scale on every command (0.8: the motor gives 80%)")
     saturation: Range = Field(default=1.0, description="fraction of the action bound the motor reaches")
     dead_zone: Range = Field(default=0.0, description="fraction of the action bound below which nothing moves")
@@ -169,7 +169,7 @@ class Motor(_Strict):
         return self
 
 
-class Effects(_Strict):
+class Effects(StrictModel):
     """What a real world adds beyond physics (each one wrapper, composed in one order: worlds.effects.EFFECT_ORDER)."""
 
     obs_noise: ObservationNoise | None = None
@@ -187,7 +187,7 @@ class Effects(_Strict):
         return self
 
 
-class PolicyInputs(_Strict):
+class PolicyInputs(StrictModel):
     """What the policy sees besides the observation: part of the policy, recorded in its run folder.
 
     ``last_action`` appends the previous command (so latency becomes observable);
@@ -202,7 +202,7 @@ class PolicyInputs(_Strict):
         return self.last_action or self.history > 0
 
 
-class TaskVariant(_Strict):
+class TaskVariant(StrictModel):
     """A change of reward or goal that keeps the observation and action spaces."""
 
     kind: Literal["backwards", "target_speed"]
@@ -215,7 +215,7 @@ class TaskVariant(_Strict):
         return self
 
 
-class TargetWorld(_Strict):
+class TargetWorld(StrictModel):
     """A fixed, seeded shift of the sim that stands in for the real robot."""
 
     description: str = ""
@@ -225,7 +225,7 @@ class TargetWorld(_Strict):
     task_variant: str | None = Field(default=None, description="name of an entry under task_variants")
 
 
-class Pretraining(_Strict):
+class Pretraining(StrictModel):
     """Algorithm and tuned hyperparameters (RL Zoo values, written out for -v5)."""
 
     algo: Literal["ppo", "sac", "td3"]
@@ -237,7 +237,7 @@ class Pretraining(_Strict):
     source: str = Field(default="", description="where the hyperparameters come from")
 
 
-class Budgets(_Strict):
+class Budgets(StrictModel):
     small: int = Field(gt=0)
     large: int = Field(gt=0)
     eval_interval: int = Field(gt=0, description="target steps between evaluations")
@@ -250,13 +250,13 @@ class Budgets(_Strict):
         return self
 
 
-class Transfer(_Strict):
+class Transfer(StrictModel):
     """Hyperparameters used on the target (overrides on top of pretraining's)."""
 
     hyperparams: dict[str, Any] = {}
 
 
-class Robustness(_Strict):
+class Robustness(StrictModel):
     """The physical parameter a study sweeps for its robustness plot (EPOpt's Hopper torso mass)."""
 
     param: str = Field(description="FIELD/NAME, e.g. body_mass/torso")
@@ -270,7 +270,7 @@ class Robustness(_Strict):
         return self
 
 
-class TaskSpec(_Strict):
+class TaskSpec(StrictModel):
     name: str
     env_id: str
     max_episode_steps: int = Field(gt=0)
@@ -320,8 +320,9 @@ def _is_type_name(part) -> bool:
     return isinstance(part, str) and (part in ("float", "int", "str", "bool") or part.startswith(("tuple[", "list[")))
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid task spec"]
+def format_validation_error(path: Path, err: ValidationError, what: str = "task spec") -> str:
+    """A pydantic error as lines of ``field: what is wrong (got value)`` under the file's name."""
+    lines = [f"{path}: invalid {what}"]
     seen: set[str] = set()
     for e in err.errors():
         # A union field (a value or a [low, high] range) reports once per member type: keep the first.
@@ -357,8 +358,8 @@ def _resolve_xml(raw: dict, path: Path) -> None:
     raw["env_kwargs"] = {**kwargs, "xml_file": str(xml)}
 
 
-def load_spec_file(path: str | Path) -> TaskSpec:
-    """Load and validate one spec file."""
+def read_yaml_mapping(path: str | Path, what: str = "task spec") -> dict:
+    """A YAML file that must hold a mapping (duplicate keys are an error), or a SpecError naming the file."""
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -367,13 +368,20 @@ def load_spec_file(path: str | Path) -> TaskSpec:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
     if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a task spec is a mapping of fields, got {type(raw).__name__}")
+        raise SpecError(f"{path}: a {what} is a mapping of fields, got {type(raw).__name__}")
+    return raw
+
+
+def load_spec_file(path: str | Path) -> TaskSpec:
+    """Load and validate one spec file."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
     raw.setdefault("name", path.stem)
     _resolve_xml(raw, path)
     try:
         return TaskSpec(**raw, path=str(path))
     except ValidationError as exc:
-        raise SpecError(_format_validation_error(path, exc)) from None
+        raise SpecError(format_validation_error(path, exc)) from None
 
 
 @cache

@@ -163,7 +163,7 @@ def test_loading_never_unpickles(tiny_pretrained, no_unpickling):
     assert pre.algo == "ppo" and pre.obs_rms is not None
 
 
-def test_a_transfer_counts_every_target_step_and_builds_one_evaluation_env(tiny_pretrained, tmp_path, monkeypatch):
+def test_a_plug_in_transfer_counts_every_target_step_on_one_instance(tiny_pretrained, tmp_path, monkeypatch):
     import tests.robot_stub as stub
 
     built = []
@@ -174,7 +174,7 @@ def test_a_transfer_counts_every_target_step_and_builds_one_evaluation_env(tiny_
     steps = json.loads((run / "result.json").read_text())["target_steps"]
     assert steps["training"] == 128
     assert steps["evaluation"] > 0 and steps["total"] == steps["training"] + steps["evaluation"]
-    assert len(built) == 2  # one env trains, one evaluates: never one copy per episode
+    assert len(built) == 1  # a robot exists once: training and evaluation share the instance
     built.clear()
     cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:make_env", strategy="zero-shot",
                          eval_episodes=2)

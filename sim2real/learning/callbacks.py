@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+
+import numpy as np
 
 import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback
@@ -56,16 +59,25 @@ class EvalCallback(BaseCallback):
     Each world is one env, evaluated episode after episode: an env passed in is used as it is
     (the caller owns it, e.g. a robot); a factory is built once, on first use, and closed at the
     end of training. ``steps[world]`` counts the env steps evaluation took there.
+
+    ``shares_training_env``: the evaluated env is the very instance training steps (a robot).
+    Evaluations then wait for a rollout boundary (never cutting into a rollout being collected),
+    run inside ``phase("eval")``, and restart the training episode afterwards.
     """
 
     def __init__(self, run_dir: Path, worlds: dict[str, gym.Env | Callable[[], gym.Env]], every: int, episodes: int,
-                 seed: int = 0, keep_best: bool = False):
+                 seed: int = 0, keep_best: bool = False, shares_training_env: bool = False,
+                 phase: Callable[[str], AbstractContextManager] | None = None):
         super().__init__()
+        self.shared = shares_training_env
+        self._ending = False
+        self.phase = phase or (lambda name: nullcontext())
         self.csv = run_dir / "evaluations.csv"
         self.worlds = worlds
         self._envs: dict[str, gym.Env] = {w: e for w, e in worlds.items() if isinstance(e, gym.Env)}
         self._owned: list[gym.Env] = []
         self.steps: dict[str, int] = dict.fromkeys(worlds, 0)
+        self.eval_costs: list[int] = []  # env steps each evaluation took, all worlds together
         self.last_returns: dict[str, list[float]] = {}
         self.every = every
         self.episodes = episodes
@@ -85,13 +97,30 @@ class EvalCallback(BaseCallback):
             self.run_eval()  # step 0: the starting point of every curve
             self._next = self.every
 
-    def _on_step(self) -> bool:
+    def _due(self) -> None:
         if self.num_timesteps >= self._next:
             self.run_eval()
-            self._next += self.every
+            self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if not self.shared:
+            self._due()
         return True
 
+    def _on_rollout_start(self) -> None:
+        if self.shared:
+            self._due()
+
+    def _restart_training_episode(self) -> None:
+        """Evaluation used the training env: start a fresh training episode where SB3 left off."""
+        venv = self.model.get_env()
+        self.model._last_obs = venv.reset()
+        self.model._last_episode_starts = np.ones((venv.num_envs,), dtype=bool)
+        if isinstance(venv, VecNormalize):
+            self.model._last_original_obs = venv.get_original_obs()
+
     def _on_training_end(self) -> None:
+        self._ending = True  # the final evaluation: no training episode follows it
         if self.last.get("step") != self.num_timesteps:
             self.run_eval()
         for env in self._owned:
@@ -109,17 +138,19 @@ class EvalCallback(BaseCallback):
         venv = self.model.get_env()
         obs_rms = venv.obs_rms if isinstance(venv, VecNormalize) else None
         row: dict[str, float] = {"step": self.num_timesteps}
+        self.eval_costs.append(0)
         for world in self.worlds:
-            res = evaluate(self.model, self._env(world), self.episodes, obs_rms=obs_rms, seed=self.seed)
+            with self.phase("eval"):
+                res = evaluate(self.model, self._env(world), self.episodes, obs_rms=obs_rms, seed=self.seed)
             self.steps[world] += res.steps
+            self.eval_costs[-1] += res.steps
             self.last_returns[world] = res.returns
             row[world] = res.mean
             self.logger.record(f"eval/{world}/mean_return", res.mean)
             self.logger.record(f"eval/{world}/std_return", res.std)
-        worlds = list(self.worlds)
-        if "nominal" in worlds and len(worlds) > 1:
-            other = [w for w in worlds if w != "nominal"][0]
-            self.logger.record("eval/sim_to_real_gap", row["nominal"] - row[other])
+        targets = [w for w in self.worlds if w not in ("nominal", "sim")]
+        if "nominal" in self.worlds and targets:
+            self.logger.record("eval/sim_to_real_gap", row["nominal"] - row[targets[0]])
         self.logger.dump(self.num_timesteps)
         new = not self.csv.exists()
         with self.csv.open("a") as f:
@@ -134,6 +165,8 @@ class EvalCallback(BaseCallback):
             self.best = row[first]
             save_checkpoint(self.model, self.csv.parent, "best")
             atomic_write_text(self.csv.parent / "best.json", json.dumps(row))
+        if self.shared and not self._ending:
+            self._restart_training_episode()
 
 
 class RandomizationLogger(BaseCallback):
@@ -162,11 +195,13 @@ class RandomizationLogger(BaseCallback):
 class ProgressCallback(BaseCallback):
     """Steps, steps/s, ETA and the latest evaluation on a progress line."""
 
-    def __init__(self, total: int, label: str, eval_cb: EvalCallback | None = None):
+    def __init__(self, total: int, label: str, eval_cb: EvalCallback | None = None,
+                 status: Callable[[], str] | None = None):
         super().__init__()
         self.total = total
         self.label = label
         self.eval_cb = eval_cb
+        self.status = status  # more to show, e.g. a robot's step count
         self.bar: Progress | None = None
 
     def _on_training_start(self) -> None:
@@ -176,6 +211,8 @@ class ProgressCallback(BaseCallback):
         if self.num_timesteps % 256 < self.training_env.num_envs:
             last = self.eval_cb.last if self.eval_cb else {}
             extra = "  ".join(f"{k} {v:.0f}" for k, v in last.items() if k != "step")
+            if self.status is not None:
+                extra = f"{extra}  {self.status()}".strip()
             self.bar.update(self.num_timesteps, extra)
         return True
 

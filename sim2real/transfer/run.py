@@ -10,12 +10,15 @@ from __future__ import annotations
 import importlib
 import json
 import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -27,19 +30,28 @@ from sim2real.learning.evaluation import evaluate
 from sim2real.learning.groups import reset_exploration
 from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
 from sim2real.options import option
+from sim2real.robot.log import LOG_NAME
+from sim2real.robot.safety import EmergencyStop, SafetyConfig, load_safety
+from sim2real.robot.session import RobotSession
 from sim2real.spec import TaskSpec
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, CaseDecision, classify
 from sim2real.transfer.strategies import STRATEGIES, apply_strategy
 from sim2real.worlds.inputs import WithInputs, with_inputs
 from sim2real.worlds.make import EnvFactory, make_target_env
 
+ROBOT_EVAL_EPISODES = 3
+
 
 class TransferError(ValueError):
     """The policy and the target do not fit together, or the request is invalid."""
 
 
-def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None):
-    """A picklable env factory for ``target``: a target-world name, a Gymnasium id, or ``module:Factory``."""
+def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None, kwargs: dict | None = None):
+    """A picklable env factory for ``target``: a target-world name, a Gymnasium id, or ``module:Factory``.
+
+    ``kwargs`` (``--target-kwargs``) go to the factory, ``gym.make`` or the target world's env.
+    """
+    kwargs = kwargs or {}
     if import_module:
         try:
             importlib.import_module(import_module)
@@ -47,16 +59,16 @@ def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None
             raise TransferError(f"--import {import_module}: {exc} (the current directory and PYTHONPATH are "
                                 "searched)") from None
     if target in spec.targets:
-        return EnvFactory(make_target_env, spec.path, target)
+        return EnvFactory(make_target_env, spec.path, target, **kwargs)
     if ":" in target:
         module, _, attr = target.partition(":")
         try:
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise TransferError(f"target {target}: cannot import {attr!r} from {module!r}: {exc}") from None
-        return CheckedFactory(factory, target)
+        return CheckedFactory(factory, target, kwargs)
     if target in gym.registry:
-        return EnvFactory(gym.make, target)
+        return CheckedFactory(gym.make, target, {"id": target, **kwargs})
     raise TransferError(
         f"target {target!r}: not a target world of {spec.name} ({', '.join(spec.targets)}), "
         "not a registered Gymnasium id (pass --import MODULE to register yours) and not module:Factory"
@@ -66,12 +78,12 @@ def resolve_target(spec: TaskSpec, target: str, import_module: str | None = None
 class CheckedFactory:
     """A user's env factory, whose failures name the target instead of surfacing as a bare traceback."""
 
-    def __init__(self, factory, target: str):
-        self.factory, self.target = factory, target
+    def __init__(self, factory, target: str, kwargs: dict | None = None):
+        self.factory, self.target, self.kwargs = factory, target, kwargs or {}
 
     def __call__(self) -> gym.Env:
         try:
-            env = self.factory()
+            env = self.factory(**self.kwargs)
         except Exception as exc:  # noqa: BLE001 - any error in user code, reported with where it came from
             raise TransferError(f"target {self.target}: the factory raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(env, gym.Env):
@@ -119,8 +131,19 @@ class TransferConfig:
     eval_episodes: int | None = option(None, "episodes per evaluation (default: the spec's)")
     import_module: str | None = option(None, "module to import first (registers your env)", flag="--import")
     threads: int | None = option(1, "torch threads (1 is fastest for small MLPs)")
+    robot: bool = option(False, "treat a target world as a robot: one instance, safety layer, transition log "
+                                "(always so for a Gymnasium id or module:Factory)")
+    safety: str | None = option(None, "YAML file of robot limits, rate and stop (default: the action space's "
+                                      "limits, NaN checks, stop file STOP and SIGUSR1)", metavar="FILE")
+    no_safety: bool = option(False, "run a robot target without the safety layer")
+    max_episode_steps: int | None = option(None, "end a robot target's episodes after N steps (for an env without "
+                                                 "a TimeLimit)", metavar="N")
+    budget_includes_eval: bool = option(False, "the budget counts every target step, evaluation included "
+                                               "(training stops early enough for the final evaluation)")
     overrides: dict[str, Any] | None = option(None, "hyperparameter overrides on the target (--set KEY=VALUE)",
                                             cli=False)
+    target_kwargs: dict[str, Any] | None = option(None, "keyword arguments for the target's env factory "
+                                                        "(--target-kwargs KEY=VALUE)", cli=False)
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -137,6 +160,12 @@ class TransferConfig:
                 raise TransferError(f"--{name.replace('_', '-')} {value}: must be at least 1")
         if isinstance(self.budget, int) and self.budget < 1:
             raise TransferError(f"--budget {self.budget}: must be at least 1 target step")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise TransferError(f"--max-episode-steps {self.max_episode_steps}: must be at least 1")
+
+    def on_robot(self, spec: TaskSpec) -> bool:
+        """A plug-in env (Gymnasium id, module:Factory) is a robot; a target world is one when asked (--robot)."""
+        return self.robot or self.target not in spec.targets
 
 
 def default_transfer_dir(task: str, cfg: TransferConfig) -> Path:
@@ -152,11 +181,19 @@ def build_model(pre: Pretrained, venv, spec: TaskSpec, cfg: TransferConfig, budg
     return policy_model(pre, venv, seed=cfg.seed, hyperparams=kwargs, fresh=fresh)
 
 
-def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = False) -> Path:
+def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = False,
+             stop: Callable[[], bool] | None = None, reset_hook: Callable[[], None] | None = None) -> Path:
     """Run one transfer (target, strategy, seed); returns the run folder with ``result.json``.
 
-    The target is built twice at most: one env trains (inside SB3's VecEnv) and one evaluates,
-    episode after episode; every step on either is counted in ``result.json["target_steps"]``.
+    A target world of the task is built twice at most: one env trains (inside SB3's VecEnv) and one
+    evaluates, episode after episode. A robot (a plug-in env, or any target with ``robot=True``) is
+    built once: a :class:`~sim2real.robot.session.RobotSession` shares that instance between training
+    and evaluation, checks every step (safety layer) and appends it to ``transitions.jsonl``.
+    Either way every step on the target is counted in ``result.json["target_steps"]``.
+
+    Args:
+        stop: an emergency-stop callable for a robot (True: stop now); ``reset_hook``: run before each
+            robot reset (see :class:`~sim2real.robot.safety.SafetyLayer`).
     """
     cfg.validate()
     pre = load_pretrained(cfg.policy)
@@ -165,28 +202,67 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
     run_dir = Path(out) if out else default_transfer_dir(pre.task, cfg)
     if (run_dir / "result.json").exists():
         raise FileExistsError(f"{run_dir} already holds a finished run; choose another --out")
-    raw_target = resolve_target(spec, cfg.target, cfg.import_module)
-    eval_env = raw_target()
+    on_robot = cfg.on_robot(spec)
+    safety = None if cfg.no_safety or not on_robot else (load_safety(cfg.safety) if cfg.safety else SafetyConfig())
+    raw_target = resolve_target(spec, cfg.target, cfg.import_module, cfg.target_kwargs)
+    target_env = raw_target()
     home = make_target_env(spec.path, "nominal")
     # The policy's spaces are its task's; compare before building anything more on the target.
-    check_spaces(home.observation_space, home.action_space, eval_env, cfg.target)
-    home.close()
+    try:
+        check_spaces(home.observation_space, home.action_space, target_env, cfg.target)
+    except TransferError:
+        target_env.close()
+        raise
+    finally:
+        home.close()
     run_dir.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     set_random_seed(cfg.seed)
-    env_fn = WithInputs(raw_target, pre.inputs)  # the target as the policy sees it
-    eval_env = with_inputs(eval_env, pre.inputs)
+    session = None
+    if on_robot:
+        try:
+            session = RobotSession(target_env, run_dir, safety, cfg.max_episode_steps, stop=stop,
+                                   reset_hook=reset_hook, name=cfg.target)
+        except Exception:
+            target_env.close()
+            raise
+        # Training and evaluation share the one instance (a VecEnv over a borrowed handle; never a subprocess).
+        env_fn = lambda: with_inputs(session.borrow(), pre.inputs)  # noqa: E731
+        eval_env = with_inputs(session.borrow(), pre.inputs)
+        phase = session.phase
+    else:
+        env_fn = WithInputs(raw_target, pre.inputs)  # the target as the policy sees it
+        eval_env = with_inputs(target_env, pre.inputs)
+        phase = None
+    try:
+        return _run(cfg, pre, spec, budget, run_dir, env_fn, eval_env, session, phase, quiet)
+    finally:
+        eval_env.close()
+        if session is not None:
+            session.close()
+
+
+def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_dir: Path, env_fn, eval_env,
+         session: RobotSession | None, phase, quiet: bool) -> Path:
+    on_robot = session is not None
     task_changed = bool(cfg.target in spec.targets and spec.targets[cfg.target].task_variant)
-    eval_episodes = cfg.eval_episodes or spec.budgets.eval_episodes
-    eval_every = cfg.eval_every or spec.budgets.eval_interval
+    # A robot's evaluations cost wall-clock time and wear: fewer episodes, about four evaluations a run.
+    eval_episodes = cfg.eval_episodes or (min(spec.budgets.eval_episodes, ROBOT_EVAL_EPISODES) if on_robot
+                                          else spec.budgets.eval_episodes)
+    eval_every = cfg.eval_every or (max(spec.budgets.eval_interval, budget // 4) if on_robot
+                                    else spec.budgets.eval_interval)
     eval_seed = 20_000  # the same evaluation episodes for every strategy and seed
+
+    def measuring():  # a target step taken to measure, not to train
+        return phase("eval") if phase else nullcontext()
 
     strategy, decision, eval_steps = cfg.strategy, None, 0
     # Models that only act (auto's measurement, zero-shot) sit on the nominal sim, not on another target instance.
     home_venv = make_vec_env(WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs), 1, cfg.seed)
     if strategy == "auto":
         model = policy_model(pre, home_venv)
-        zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
+        with measuring():
+            zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
         sim = evaluate(model, WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs),
                        eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)  # the sim: not a target step
         eval_steps += zs.steps
@@ -196,16 +272,17 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
             print(f"auto: {decision.reason}")
     write_run_info(run_dir, {**asdict(cfg), "task": pre.task, "algo": pre.algo, "budget_steps": budget,
                              "pretrained": str(pre.path), "spec": spec.model_dump(),
-                             "pretrain_overrides": pre.overrides})
+                             "pretrain_overrides": pre.overrides, "on_robot": on_robot,
+                             "eval_every": eval_every, "eval_episodes": eval_episodes})
 
     if not STRATEGIES[strategy].trains:
         model = policy_model(pre, home_venv)
-        zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
-        eval_env.close()
+        with measuring():
+            zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
         home_venv.close()
         (run_dir / "evaluations.csv").write_text(f"step,target\n0,{zs.mean:.6g}\n")
         return _finish(run_dir, cfg, strategy, budget, zs.returns, None, "no training",
-                       {"training": 0, "evaluation": zs.steps})
+                       {"training": 0, "evaluation": eval_steps + zs.steps}, session)
 
     home_venv.close()
     venv = make_vec_env(env_fn, 1, cfg.seed)
@@ -227,18 +304,46 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
         print(f"{strategy}: {what}")
 
     model.set_logger(_tb_logger(run_dir))
-    eval_cb = EvalCallback(run_dir, {"target": eval_env}, eval_every, eval_episodes, seed=eval_seed)
+    eval_cb = EvalCallback(run_dir, {"target": eval_env}, eval_every, eval_episodes, seed=eval_seed,
+                           shares_training_env=on_robot, phase=phase)
     callbacks = [eval_cb, CheckpointCallback(run_dir, max(budget // 4, 1))]
+    if on_robot:
+        callbacks.append(RobotGuard(session, budget if cfg.budget_includes_eval else None, eval_cb))
     if not quiet:
-        callbacks.append(ProgressCallback(budget, f"{strategy} on {cfg.target} (seed {cfg.seed})", eval_cb))
-    model.learn(budget, callback=callbacks, reset_num_timesteps=True)
+        status = (lambda: f"robot {session.stats()['robot_steps']['total']:,} steps") if on_robot else None
+        callbacks.append(ProgressCallback(budget, f"{strategy} on {cfg.target} (seed {cfg.seed})", eval_cb, status))
+    try:
+        model.learn(budget, callback=callbacks, reset_num_timesteps=True)
+    except EmergencyStop:
+        pass  # raised by a reset the stop caught; handled below like a stop between steps
+    if session is not None and session.stop_reason:
+        save_checkpoint(model, run_dir / "checkpoints", f"step_{model.num_timesteps:09d}")
+        venv.close()
+        raise EmergencyStop(f"{session.stop_reason}; {model.num_timesteps:,} training steps done, every transition "
+                            f"is in {run_dir / LOG_NAME}, the policy so far in {run_dir / 'checkpoints'}")
     save_checkpoint(model, run_dir, "model")
     venv.close()
-    eval_env.close()
     # The callback's last evaluation is of the final policy: the result reuses it instead of spending
     # another evaluation's worth of target steps on the same episodes.
     steps = {"training": int(model.num_timesteps), "evaluation": eval_steps + eval_cb.steps["target"]}
-    return _finish(run_dir, cfg, strategy, budget, eval_cb.last_returns["target"], decision, what, steps)
+    return _finish(run_dir, cfg, strategy, budget, eval_cb.last_returns["target"], decision, what, steps, session)
+
+
+class RobotGuard(BaseCallback):
+    """Stop training on an emergency stop, or when the budget (evaluation included) is about to run out."""
+
+    def __init__(self, session: RobotSession, total_budget: int | None, eval_cb: EvalCallback):
+        super().__init__()
+        self.session, self.total_budget, self.eval_cb = session, total_budget, eval_cb
+
+    def _on_step(self) -> bool:
+        if self.session.stop_reason:
+            return False
+        if self.total_budget is None:
+            return True
+        # Keep room for the final evaluation, estimated by the most expensive one so far.
+        reserve = max(self.eval_cb.eval_costs, default=0)
+        return self.session.stats()["robot_steps"]["total"] + reserve < self.total_budget
 
 
 def _tb_logger(run_dir: Path):
@@ -248,7 +353,8 @@ def _tb_logger(run_dir: Path):
 
 
 def _finish(run_dir: Path, cfg: TransferConfig, strategy: str, budget: int, final_returns: list[float],
-            decision: CaseDecision | None, what: str, target_steps: dict[str, int]) -> Path:
+            decision: CaseDecision | None, what: str, target_steps: dict[str, int],
+            session: RobotSession | None = None) -> Path:
     result = {
         "strategy": cfg.strategy,
         "ran_strategy": strategy,
@@ -262,5 +368,8 @@ def _finish(run_dir: Path, cfg: TransferConfig, strategy: str, budget: int, fina
         # Every interaction with the target world: on a robot, its time and wear.
         "target_steps": {**target_steps, "total": target_steps["training"] + target_steps["evaluation"]},
     }
+    if session is not None:
+        # The robot's own count (every step that reached it, safe actions included) and its time.
+        result["robot"] = session.stats()
     atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return run_dir

@@ -1,0 +1,231 @@
+"""A plugged-in robot: one instance, every step counted and logged, a safety layer, a way to stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import tests.robot_stub as stub
+from sim2real.robot.log import LOG_NAME, TransitionLog, read_log, transitions
+from sim2real.robot.safety import EmergencyStop, SafetyConfig, SafetyLayer, load_safety
+from sim2real.robot.session import RobotSession
+from sim2real.spec import SpecError
+from sim2real.transfer.run import TransferConfig, transfer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_robot():
+    stub.OneRobot.live, stub.OneRobot.steps = 0, 0
+    yield
+    assert stub.OneRobot.live == 0, "a run left the robot's env open"
+
+
+def test_a_plug_in_finetune_runs_on_one_instance_and_counts_every_step(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="finetune",
+                         budget=256, eval_every=128, eval_episodes=2)
+    run = transfer(cfg, out=tmp_path / "robot", quiet=True)  # a second instance would raise in OneRobot
+    result = json.loads((run / "result.json").read_text())
+    steps, robot = result["target_steps"], result["robot"]
+    assert steps["training"] == 256 == robot["robot_steps"]["train"]
+    assert steps["evaluation"] == robot["robot_steps"]["eval"] > 0
+    # Every command the robot received is accounted for: training plus the stated evaluation, nothing else.
+    assert stub.OneRobot.steps == steps["total"] == robot["robot_steps"]["total"]
+    episodes = read_log(run)
+    assert sum(e.steps for e in episodes) == stub.OneRobot.steps
+    assert {e.phase for e in episodes} == {"train", "eval"}
+    assert sum(e.steps for e in episodes if e.phase == "eval") == steps["evaluation"]
+    # Evaluations are at rollout boundaries: the curve has each point once.
+    rows = (run / "evaluations.csv").read_text().split()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [0, 128, 256]
+
+
+def test_zero_shot_on_a_robot_logs_its_evaluation(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="zero-shot",
+                         eval_episodes=2)
+    run = transfer(cfg, out=tmp_path / "zs", quiet=True)
+    result = json.loads((run / "result.json").read_text())
+    assert result["target_steps"]["training"] == 0
+    assert result["robot"]["robot_steps"]["eval"] == stub.OneRobot.steps == result["target_steps"]["evaluation"]
+    assert [e.phase for e in read_log(run)] == ["eval", "eval"]
+
+
+def test_budget_can_include_evaluation(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="finetune",
+                         budget=1000, eval_every=128, eval_episodes=1, budget_includes_eval=True,
+                         target_kwargs={"max_episode_steps": 20})
+    run = transfer(cfg, out=tmp_path / "capped", quiet=True)
+    result = json.loads((run / "result.json").read_text())
+    # Evaluation episodes last at most 20 steps here, so the reserve kept for the final one is enough.
+    assert result["robot"]["robot_steps"]["total"] <= 1000
+    assert result["target_steps"]["training"] < 1000
+
+
+def test_target_kwargs_reach_the_factory(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="zero-shot",
+                         eval_episodes=1, target_kwargs={"max_episode_steps": 7})
+    run = transfer(cfg, out=tmp_path / "kw", quiet=True)
+    assert json.loads((run / "result.json").read_text())["robot"]["robot_steps"]["eval"] <= 7
+
+
+def test_an_env_without_an_episode_limit_is_a_clear_error(tiny_pretrained, tmp_path):
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:Endless", strategy="zero-shot",
+                         eval_episodes=1)
+    with pytest.raises(SpecError, match="never ends an episode.*--max-episode-steps"):
+        transfer(cfg, out=tmp_path / "endless", quiet=True)
+    cfg.max_episode_steps = 30
+    run = transfer(cfg, out=tmp_path / "limited", quiet=True)
+    assert json.loads((run / "result.json").read_text())["robot"]["robot_steps"]["eval"] == 30
+
+
+def test_log_survives_a_cut_line_and_a_reopen(tmp_path):
+    path = tmp_path / LOG_NAME
+    env = TransitionLog(gym.make("InvertedPendulum-v5", max_episode_steps=5), path)
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(np.array([0.1], dtype=np.float32))
+    env.reset(seed=1)
+    env.step(np.array([0.2], dtype=np.float32))
+    env._file.flush()
+    with path.open("a") as f:
+        f.write('{"kind": "step", "episode": 1, "t": 1, "ob')  # a kill in the middle of a line
+    env._file.close()
+    env = TransitionLog(gym.make("InvertedPendulum-v5", max_episode_steps=5), path)  # a resumed run
+    assert env.episode == 2
+    env.reset(seed=2)
+    env.step(np.array([0.3], dtype=np.float32))
+    env.close()
+    episodes = read_log(path)
+    assert [e.episode for e in episodes] == [0, 1, 2]
+    assert [e.steps for e in episodes] == [5, 1, 1]
+    assert [e.complete for e in episodes] == [True, False, True]
+    assert episodes[0].observations.shape == (6, 4) and episodes[0].reason == "truncated"
+    np.testing.assert_array_equal(episodes[2].actions, [[np.float32(0.3)]])
+    flat = transitions(episodes)
+    assert flat["obs"].shape == (7, 4) and np.array_equal(flat["obs"][1:5], flat["next_obs"][:4])
+
+
+def test_safety_clips_limits_change_and_ends_on_a_nan_observation(tmp_path):
+    robot = stub.Glitchy(nan_at=5)
+    env = SafetyLayer(robot, SafetyConfig(action_high=0.5, max_action_change=0.2, stop_signal=None), tmp_path)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.array([2.0], dtype=np.float32))
+    assert info["applied_action"][0] == pytest.approx(0.2)  # change limited from 0 to 0.2
+    for expected in (0.4, 0.5, 0.5):
+        _, _, term, trunc, info = env.step(np.array([2.0], dtype=np.float32))
+        assert info["applied_action"][0] == pytest.approx(expected)  # then clipped at action_high
+    obs, _, term, trunc, info = env.step(np.array([0.5], dtype=np.float32))
+    assert trunc and not term and info["stop_reason"] == "non-finite observation or reward"
+    assert np.all(np.isfinite(obs))
+    # The safe action ("hold": the last applied action) was sent once after the bad reading.
+    assert len(robot.applied) == 6 and robot.applied[-1][0] == pytest.approx(0.5)
+    assert env.counts["non-finite observation or reward"] == 1 and env.counts["action_limited"] == 4
+
+
+def test_observation_bounds_and_zero_safe_action(tmp_path):
+    robot = stub.Glitchy(nan_at=10_000)
+    env = SafetyLayer(robot, SafetyConfig(obs_low=-0.01, obs_high=0.01, on_violation="zero", stop_signal=None),
+                      tmp_path)
+    env.reset(seed=0)
+    for _ in range(100):
+        obs, _, _, trunc, info = env.step(np.array([3.0], dtype=np.float32))
+        if trunc:
+            break
+    assert info["stop_reason"] == "observation outside its declared bounds"
+    assert robot.applied[-1][0] == 0.0
+
+
+def test_stop_file_stops_a_robot_run_and_keeps_everything(tiny_pretrained, tmp_path):
+    calls = {"n": 0}
+
+    def button() -> bool:  # a hardware stop pressed after 150 steps
+        calls["n"] += 1
+        return calls["n"] > 150
+
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="finetune",
+                         budget=512, eval_every=10_000, eval_episodes=1)
+    with pytest.raises(EmergencyStop, match="stop callable"):
+        transfer(cfg, out=tmp_path / "stopped", quiet=True, stop=button)
+    run = tmp_path / "stopped"
+    assert not (run / "result.json").exists()  # not finished
+    assert list((run / "checkpoints").glob("step_*.zip"))  # the policy so far is kept
+    assert sum(e.steps for e in read_log(run)) == stub.OneRobot.steps  # every step that reached the robot
+
+
+def test_stop_signal_is_an_emergency_stop(tmp_path):
+    env = SafetyLayer(gym.make("InvertedPendulum-v5", max_episode_steps=50), SafetyConfig(), tmp_path)
+    env.reset(seed=0)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    _, _, _, trunc, info = env.step(np.array([0.0], dtype=np.float32))
+    assert trunc and "signal SIGUSR1" in info["stop_reason"]
+    with pytest.raises(EmergencyStop):
+        env.reset()
+    env.close()  # restores the previous handler
+    assert signal.getsignal(signal.SIGUSR1) is not env._on_signal
+
+
+def test_control_rate_is_kept_by_wall_clock(tmp_path):
+    env = SafetyLayer(gym.make("InvertedPendulum-v5", max_episode_steps=50),
+                      SafetyConfig(control_hz=200, stop_signal=None), tmp_path)
+    env.reset(seed=0)
+    t0 = time.monotonic()
+    for _ in range(20):
+        env.step(np.array([0.0], dtype=np.float32))
+    assert time.monotonic() - t0 >= 19 / 200  # 20 ticks are at least 19 periods apart
+
+
+def test_bad_safety_file_names_file_field_and_value(tmp_path):
+    bad = tmp_path / "limits.yaml"
+    bad.write_text("on_violation: explode\nmax_action_change: -1\n")
+    with pytest.raises(SpecError) as err:
+        load_safety(bad)
+    text = str(err.value)
+    assert str(bad) in text and "on_violation" in text and "explode" in text and "max_action_change" in text
+
+
+def test_session_counts_safe_actions_as_robot_steps(tmp_path):
+    session = RobotSession(stub.Glitchy(nan_at=3), tmp_path, SafetyConfig(stop_signal=None))
+    session.env.reset(seed=0)
+    for _ in range(3):
+        session.env.step(np.array([0.0], dtype=np.float32))
+    stats = session.stats()
+    session.close()
+    assert stats["robot_steps"]["total"] == 4  # three policy steps and one safe action
+    assert stats["interventions"]["non-finite observation or reward"] == 1
+    assert read_log(tmp_path)[0].reason == "non-finite observation or reward"
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_transition_before_the_kill(tiny_pretrained, tmp_path):
+    """kill -9 of the trainer at random moments: every step the robot took is in the log, but the one in flight."""
+    rng = np.random.default_rng(0)
+    for i, delay in enumerate(rng.uniform(4.0, 9.0, size=3)):
+        run, count = tmp_path / f"k{i}", tmp_path / f"count{i}"
+        code = (f"import tests.robot_stub as s, gymnasium as gym\n"
+                f"class Counted(s.OneRobot):\n"
+                f"    def step(self, a):\n"
+                f"        out = super().step(a)\n"
+                f"        open({str(count)!r}, 'a').write('.')\n"
+                f"        return out\n"
+                f"s.Counted = Counted\n"
+                f"from sim2real.transfer.run import TransferConfig, transfer\n"
+                f"transfer(TransferConfig(policy={str(tiny_pretrained)!r}, target='tests.robot_stub:Counted', "
+                f"budget=200000, eval_every=5000, eval_episodes=1), out={str(run)!r}, quiet=True)\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        robot_steps = len(count.read_text()) if count.exists() else 0
+        logged = sum(e.steps for e in read_log(run))
+        assert robot_steps > 0
+        assert robot_steps - 1 <= logged <= robot_steps
