@@ -1,9 +1,10 @@
-"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate."""
+"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 
@@ -54,7 +55,8 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
         values["budget"] = args.steps
     elif str(values["budget"]).isdigit():
         values["budget"] = int(values["budget"])
-    cfg = TransferConfig(**values, overrides=parse_overrides(args.set))
+    cfg = TransferConfig(**values, overrides=parse_overrides(args.set),
+                         target_kwargs=parse_overrides(args.target_kwargs, flag="--target-kwargs"))
     run_dir = transfer(cfg, out=args.out)
     import json
 
@@ -129,6 +131,33 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
         table.add_row(f"{s:.2f}", *[f"{r['mean'][i]:.0f}" for r in sweep["policies"].values()])
     Console().print(table)
     print(f"plot: {plot}  data: {out / 'robustness.json'}")
+
+
+def _cmd_robot_server(args: argparse.Namespace) -> None:
+    import secrets
+
+    from sim2real.robot.remote import RobotServer
+    from sim2real.worlds.make import make_target_env
+
+    token = args.token or os.environ.get("SIM2REAL_ROBOT_TOKEN") or secrets.token_hex(16)
+    server = RobotServer(make_target_env(args.task, args.world), args.port, token, host=args.host)
+    print(f"serving {args.task} '{args.world}' on {server.address} (Ctrl-C stops)\n"
+          f"  --target sim2real.robot.remote:RemoteRobotEnv --target-kwargs address={server.address} token={token}",
+          flush=True)
+    try:
+        server.serve()
+    finally:
+        server.close()
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from sim2real.robot.export import export_policy
+
+    path = export_policy(args.policy, args.format, args.out, samples=args.samples)
+    card = json.loads(path.with_suffix(".json").read_text())
+    print(f"{path}: {card['format']}, actions within {card['parity_max_abs_diff']:.1e} of SB3's predict on "
+          f"{card['parity_samples']} observations, {card['latency_ms_per_call']:.3f} ms per call "
+          f"({card['latency_measured_with']}); spaces and control rate in {path.with_suffix('.json')}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -251,6 +280,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         add_config_args(x, TransferConfig)
         x.add_argument("--steps", type=int, default=None, help="target training steps (overrides --budget)")
         x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
+        x.add_argument("--target-kwargs", action="append", metavar="KEY=VALUE",
+                       help="keyword argument for the target's env factory or gym.make (YAML value; repeatable)")
         x.add_argument("--out", default=None, help="run folder (default runs/transfer/<task>/<target>/<strategy>/s<seed>)")
     x.set_defaults(func=_cmd_transfer)
 
@@ -307,6 +338,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--import", dest="import_module", default=None, help="module that registers your env")
     ev.add_argument("--json", default=None, help="also write the per-episode results here")
     ev.set_defaults(func=_cmd_evaluate)
+
+    rs = sub.add_parser("robot-server", help="serve a target world over the network, as a stand-in robot")
+    rs.add_argument("task", help="a task name or spec file")
+    rs.add_argument("--world", default="real", help="the target world to serve (default: real)")
+    rs.add_argument("--port", type=int, default=5555)
+    rs.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    rs.add_argument("--token", default=None,
+                    help="shared secret (default: $SIM2REAL_ROBOT_TOKEN, else a new one is printed)")
+    rs.set_defaults(func=_cmd_robot_server)
+
+    ex = sub.add_parser("export", help="write a policy as one ONNX or TorchScript file for the robot's computer")
+    ex.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")
+    ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    ex.add_argument("--out", default=None, help="file to write (default: policy.onnx / policy.pt beside the model)")
+    ex.add_argument("--samples", type=int, default=1000, help="random observations for the parity check")
+    ex.set_defaults(func=_cmd_export)
     return p
 
 
@@ -326,6 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; finished checkpoints are kept (rerun with --resume)", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        from sim2real.robot.safety import EmergencyStop  # only a robot run raises it: no import cost otherwise
+
+        if not isinstance(exc, EmergencyStop):
+            raise
+        print(f"sim2real {args.command}: stopped: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -41,6 +41,9 @@ class PretrainConfig:
     threads: int | None = option(1, "torch threads (1 is fastest for small MLPs on few cores)")
     eval_world: str | None = option(None, "target world evaluated during pretraining (default: real, else the "
                                           "spec's first shifted world)")
+    select_on: str | None = option(None, "world whose return picks best.zip: sim (the randomised training worlds, "
+                                         "seeded alike at every evaluation) or nominal (default: sim for a "
+                                         "randomised run, else nominal)", choices=("sim", "nominal"))
     eval_every: int | None = option(None, "steps between evaluations (default: 1/50 of the run)")
     eval_episodes: int = option(5, "episodes per evaluation; more makes the kept best checkpoint less of a lucky draw")
     checkpoint_every: int = option(50_000, "steps between checkpoints")
@@ -50,6 +53,8 @@ class PretrainConfig:
     inputs: dict[str, Any] = option({}, "overrides of the spec's policy inputs (--inputs history=2)", cli=False)
 
     def validate(self) -> None:
+        if self.select_on not in (None, "sim", "nominal"):
+            raise ValueError(f"--select-on {self.select_on!r}: allowed: sim, nominal")
         for name in ("steps", "n_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -219,6 +224,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
         "nominal": WithInputs(EnvFactory(make_target_env, cfg.task, "nominal"), inputs),
         eval_world: WithInputs(EnvFactory(make_target_env, cfg.task, eval_world), inputs),
     }
+    # best.zip is chosen on the first world. A DR policy is chosen on its own training distribution:
+    # on the nominal sim alone a policy that leans on latency (or a lucky friction) can look best.
+    if (cfg.select_on or ("sim" if cfg.randomize else "nominal")) == "sim":
+        worlds = {"sim": WithInputs(EnvFactory(make_sim_env, cfg.task, True), inputs), **worlds}
     eval_cb = EvalCallback(run_dir, worlds, eval_every, cfg.eval_episodes, seed=10_000 + cfg.seed, keep_best=True)
     callbacks = [
         eval_cb,
