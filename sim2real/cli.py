@@ -373,10 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; finished checkpoints are kept (rerun with --resume)", file=sys.stderr)
         return 130
-    except RuntimeError as exc:
-        from sim2real.robot.safety import EmergencyStop  # only a robot run raises it: no import cost otherwise
+    except (RuntimeError, ConnectionError) as exc:
+        # Only a robot run raises these: imported here so that other commands do not pay for them.
+        from sim2real.robot.remote import RobotLinkError
+        from sim2real.robot.safety import EmergencyStop
 
-        if not isinstance(exc, EmergencyStop):
+        if not isinstance(exc, (EmergencyStop, RobotLinkError)):
             raise
         print(f"sim2real {args.command}: stopped: {exc}", file=sys.stderr)
         return 3

@@ -31,6 +31,7 @@ from sim2real.learning.groups import reset_exploration
 from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
 from sim2real.options import option
 from sim2real.robot.log import LOG_NAME
+from sim2real.robot.remote import RobotLinkError
 from sim2real.robot.safety import EmergencyStop, SafetyConfig, load_safety
 from sim2real.robot.session import RobotSession
 from sim2real.spec import TaskSpec
@@ -312,15 +313,18 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     if not quiet:
         status = (lambda: f"robot {session.stats()['robot_steps']['total']:,} steps") if on_robot else None
         callbacks.append(ProgressCallback(budget, f"{strategy} on {cfg.target} (seed {cfg.seed})", eval_cb, status))
+    stopped = None
     try:
         model.learn(budget, callback=callbacks, reset_num_timesteps=True)
-    except EmergencyStop:
-        pass  # raised by a reset the stop caught; handled below like a stop between steps
-    if session is not None and session.stop_reason:
+    except (EmergencyStop, RobotLinkError) as exc:  # a stop seen at a reset, or a robot that cannot be reached
+        stopped = exc
+    if session is not None and (stopped or session.stop_reason):
         save_checkpoint(model, run_dir / "checkpoints", f"step_{model.num_timesteps:09d}")
         venv.close()
-        raise EmergencyStop(f"{session.stop_reason}; {model.num_timesteps:,} training steps done, every transition "
-                            f"is in {run_dir / LOG_NAME}, the policy so far in {run_dir / 'checkpoints'}")
+        why = session.stop_reason or str(stopped)
+        cls = RobotLinkError if isinstance(stopped, RobotLinkError) else EmergencyStop
+        raise cls(f"{why}; {model.num_timesteps:,} training steps done, every transition is in "
+                  f"{run_dir / LOG_NAME}, the policy so far in {run_dir / 'checkpoints'}")
     save_checkpoint(model, run_dir, "model")
     venv.close()
     # The callback's last evaluation is of the final policy: the result reuses it instead of spending
