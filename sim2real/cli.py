@@ -57,7 +57,7 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
         values["budget"] = int(values["budget"])
     cfg = TransferConfig(**values, overrides=parse_overrides(args.set),
                          target_kwargs=parse_overrides(args.target_kwargs, flag="--target-kwargs"))
-    run_dir = transfer(cfg, out=args.out)
+    run_dir = transfer(cfg, out=args.out, resume=args.resume)
     import json
 
     result = json.loads((run_dir / "result.json").read_text())
@@ -283,6 +283,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         x.add_argument("--target-kwargs", action="append", metavar="KEY=VALUE",
                        help="keyword argument for the target's env factory or gym.make (YAML value; repeatable)")
         x.add_argument("--out", default=None, help="run folder (default runs/transfer/<task>/<target>/<strategy>/s<seed>)")
+        x.add_argument("--resume", action="store_true",
+                       help="continue a killed or stopped run (same settings) from its newest complete checkpoint")
     x.set_defaults(func=_cmd_transfer)
 
     st = sub.add_parser("study", help="run the grid targets x strategies x seeds and write the transfer report")

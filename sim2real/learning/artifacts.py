@@ -81,6 +81,16 @@ def write_run_info(run_dir: Path, config: dict[str, Any]) -> None:
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, default=str))
 
 
+def note_resume(run_dir: Path) -> None:
+    """Add this resume (command, time) to run.json's ``resumed`` list; the original record stays as it was."""
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text())
+    info.setdefault("resumed", []).append({"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                           "git_commit": git_commit()})
+    atomic_write_text(path, json.dumps(info, indent=2, default=str))
+
+
 def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model") -> None:
     """Model, normalisation statistics and (off-policy) replay buffer: one checkpoint, complete or absent.
 
@@ -199,6 +209,31 @@ def load_norm_stats(path: Path) -> NormStats:
         ret = RunningMeanStd(shape=())
         ret.mean, ret.var, ret.count = z["ret_mean"].copy(), z["ret_var"].copy(), float(z["ret_count"])
         return NormStats(obs, ret, float(z["clip_obs"]), float(z["clip_reward"]), bool(z["norm_reward"]))
+
+
+def restore_checkpoint(model: BaseAlgorithm, model_zip: Path) -> int:
+    """Load a checkpoint into a model built the same way: weights, optimiser state, step count, normalisation.
+
+    Everything is read with ``torch.load(weights_only=True)`` or from arrays; nothing is unpickled
+    (SB3's ``load`` would unpickle the zip's ``data``). Returns the checkpoint's step.
+    """
+    import zipfile
+
+    model.set_parameters(str(model_zip), exact_match=True, device="cpu")  # policy + optimisers, weights only
+    with zipfile.ZipFile(model_zip) as zf:
+        if "pytorch_variables.pth" in zf.namelist():
+            with zf.open("pytorch_variables.pth") as f:
+                variables = torch.load(f, map_location="cpu", weights_only=True)
+            for name, value in (variables or {}).items():  # SAC's entropy coefficient
+                if value is not None and hasattr(model, name):
+                    getattr(model, name).data.copy_(value.data)
+    manifest = json.loads(model_zip.with_name(f"{model_zip.stem}.manifest.json").read_text())
+    model.num_timesteps = int(manifest["num_timesteps"])
+    venv = model.get_env()
+    npz = norm_paths(model_zip.parent, model_zip.stem)[1]
+    if isinstance(venv, VecNormalize) and npz.exists():
+        load_norm_stats(npz).apply(venv)
+    return model.num_timesteps
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -86,6 +86,10 @@ class EvalCallback(BaseCallback):
         self.last: dict[str, float] = {}
         self.best = -float("inf")
         self.keep_best = keep_best
+        # Steps spent evaluating, kept across a kill: a resumed run's total counts them (a robot spent them).
+        self.steps_file = run_dir / "eval_steps.json"
+        if self.steps_file.exists():
+            self.steps.update({w: n for w, n in json.loads(self.steps_file.read_text()).items() if w in self.steps})
         best = run_dir / "best.json"
         if keep_best and best.exists():
             # A resumed run: only a policy that beats the best so far may replace best.zip.
@@ -152,6 +156,7 @@ class EvalCallback(BaseCallback):
         if "nominal" in self.worlds and targets:
             self.logger.record("eval/sim_to_real_gap", row["nominal"] - row[targets[0]])
         self.logger.dump(self.num_timesteps)
+        atomic_write_text(self.steps_file, json.dumps(self.steps))
         new = not self.csv.exists()
         with self.csv.open("a") as f:
             if new:

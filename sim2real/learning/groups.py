@@ -229,6 +229,31 @@ class LayerGroupLRMixin:
                 params[path] = fresh.state_dict()
         return params
 
+    def set_parameters(self, load_path_or_dict, exact_match: bool = True, device="auto") -> None:
+        """The reverse of :meth:`get_parameters`: a saved single-group optimiser back into this model's groups."""
+        from stable_baselines3.common.save_util import load_from_zip_file
+
+        params = load_path_or_dict if isinstance(load_path_or_dict, dict) else \
+            load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1]  # weights only
+        params = dict(params)
+        grouped = {}
+        for path, (opt, standard) in _optimizers(self).items():
+            if path in params and (len(opt.param_groups) > 1 or any("lr_scale" in g for g in opt.param_groups)):
+                fresh = type(opt)([{"params": standard}], **opt.defaults)
+                fresh.load_state_dict(params.pop(path))
+                grouped[path] = (opt, fresh)
+        super().set_parameters(params, exact_match=False, device=device)
+        if exact_match:  # the networks themselves must fit exactly (SB3's check skipped the popped optimisers)
+            for name, state in params.items():
+                module = self
+                for part in name.split("."):
+                    module = getattr(module, part)
+                if isinstance(module, torch.nn.Module):
+                    module.load_state_dict(state, strict=True)
+        for opt, fresh in grouped.values():
+            for p, state in fresh.state.items():
+                opt.state[p] = state
+
 
 class GroupedPPO(LayerGroupLRMixin, PPO):
     """SB3 PPO whose param groups keep their own learning-rate scale."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from sim2real.robot.log import LOG_NAME, TransitionLog
+from sim2real.robot.log import LOG_NAME, TransitionLog, read_log
 from sim2real.robot.safety import SafetyConfig, SafetyLayer
 from sim2real.spec import SpecError
 
@@ -100,7 +100,13 @@ class RobotSession:
         self.safety = SafetyLayer(env, safety, run_dir, stop=stop, reset_hook=reset_hook, where=f"target {name}") \
             if safety is not None else None
         env = self.safety or env
+        resumed = (self.run_dir / LOG_NAME).exists()
         self.log = TransitionLog(env, self.run_dir / LOG_NAME) if log else None
+        if resumed and log:
+            # A resumed run: what the robot did before the kill counts too (its policy steps, from the log).
+            for episode in read_log(self.run_dir):
+                self.counter.steps[episode.phase] += episode.steps
+                self.counter.resets[episode.phase] += 1
         self.env: gym.Env = self.log or env
         self._closed = False
 

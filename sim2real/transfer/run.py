@@ -23,7 +23,15 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sim2real.learning.algos import OFF_POLICY, set_threads
-from sim2real.learning.artifacts import atomic_write_text, save_checkpoint, write_run_info
+from sim2real.learning.artifacts import (
+    atomic_write_text,
+    note_resume,
+    clean_incomplete,
+    latest_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    write_run_info,
+)
 from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback
 from sim2real.learning.envs import make_vec_env
 from sim2real.learning.evaluation import evaluate
@@ -183,7 +191,8 @@ def build_model(pre: Pretrained, venv, spec: TaskSpec, cfg: TransferConfig, budg
 
 
 def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = False,
-             stop: Callable[[], bool] | None = None, reset_hook: Callable[[], None] | None = None) -> Path:
+             stop: Callable[[], bool] | None = None, reset_hook: Callable[[], None] | None = None,
+             resume: bool = False) -> Path:
     """Run one transfer (target, strategy, seed); returns the run folder with ``result.json``.
 
     A target world of the task is built twice at most: one env trains (inside SB3's VecEnv) and one
@@ -195,6 +204,9 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
     Args:
         stop: an emergency-stop callable for a robot (True: stop now); ``reset_hook``: run before each
             robot reset (see :class:`~sim2real.robot.safety.SafetyLayer`).
+        resume: continue a killed or stopped run in ``out`` from its newest complete checkpoint
+            (the same settings required); evaluations after that checkpoint move to
+            ``evaluations.superseded.csv``, the transition log is appended to.
     """
     cfg.validate()
     pre = load_pretrained(cfg.policy)
@@ -203,6 +215,9 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
     run_dir = Path(out) if out else default_transfer_dir(pre.task, cfg)
     if (run_dir / "result.json").exists():
         raise FileExistsError(f"{run_dir} already holds a finished run; choose another --out")
+    checkpoint = _resume_point(run_dir, cfg) if resume else None
+    if not resume and (run_dir / "run.json").exists():
+        raise FileExistsError(f"{run_dir} holds an unfinished run; continue it with --resume, or choose another --out")
     on_robot = cfg.on_robot(spec)
     safety = None if cfg.no_safety or not on_robot else (load_safety(cfg.safety) if cfg.safety else SafetyConfig())
     raw_target = resolve_target(spec, cfg.target, cfg.import_module, cfg.target_kwargs)
@@ -236,15 +251,59 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
         eval_env = with_inputs(target_env, pre.inputs)
         phase = None
     try:
-        return _run(cfg, pre, spec, budget, run_dir, env_fn, eval_env, session, phase, quiet)
+        return _run(cfg, pre, spec, budget, run_dir, env_fn, eval_env, session, phase, quiet, checkpoint)
     finally:
         eval_env.close()
         if session is not None:
             session.close()
 
 
+# Settings a resumed run must share with the run it continues.
+RESUME_KEYS = ("policy", "target", "strategy", "budget", "seed", "feature_layers", "lr_scale", "freeze_layers",
+               "reinit_head", "freeze_critic_features", "norm", "reset_exploration", "critic_warmup", "overrides")
+
+
+def _resume_point(run_dir: Path, cfg: TransferConfig) -> Path | None:
+    """The checkpoint a resumed run continues from (None: it starts again at step 0, keeping what was logged)."""
+    info = run_dir / "run.json"
+    if not info.exists():
+        raise FileNotFoundError(f"{run_dir}: nothing to resume (no run.json); start the run without --resume")
+    recorded = json.loads(info.read_text())["config"]
+    mine = asdict(cfg)
+    changed = [f"{k}: {recorded.get(k)!r} then, {mine[k]!r} now" for k in RESUME_KEYS if recorded.get(k) != mine[k]]
+    if changed:
+        raise FileExistsError(f"{run_dir} was started with other settings ({'; '.join(changed)}); resume with the "
+                              "same ones, or choose another --out")
+    if (run_dir / "checkpoints").exists():
+        clean_incomplete(run_dir / "checkpoints")
+    checkpoint = latest_checkpoint(run_dir)
+    step = 0 if checkpoint is None else json.loads(
+        checkpoint.with_name(f"{checkpoint.stem}.manifest.json").read_text())["num_timesteps"]
+    # Without a checkpoint the run starts again at step 0 and measures step 0 again: every row goes aside.
+    _supersede_evaluations(run_dir / "evaluations.csv", after=step if checkpoint is not None else -1)
+    return checkpoint
+
+
+def _supersede_evaluations(csv: Path, after: int) -> None:
+    """Rows past the resume step will be measured again: move them aside (kept, not deleted), so no step repeats."""
+    if not csv.exists():
+        return
+    lines = csv.read_text().splitlines()
+    if len(lines) < 2:
+        return
+    keep = [lines[0]] + [row for row in lines[1:] if float(row.split(",")[0]) <= after]
+    gone = [row for row in lines[1:] if float(row.split(",")[0]) > after]
+    if gone:
+        old = csv.with_name("evaluations.superseded.csv")
+        with old.open("a") as f:
+            if old.stat().st_size == 0:
+                f.write(lines[0] + "\n")
+            f.write("\n".join(gone) + "\n")
+        atomic_write_text(csv, "\n".join(keep) + "\n")
+
+
 def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_dir: Path, env_fn, eval_env,
-         session: RobotSession | None, phase, quiet: bool) -> Path:
+         session: RobotSession | None, phase, quiet: bool, checkpoint: Path | None = None) -> Path:
     on_robot = session is not None
     task_changed = bool(cfg.target in spec.targets and spec.targets[cfg.target].task_variant)
     # A robot's evaluations cost wall-clock time and wear: fewer episodes, about four evaluations a run.
@@ -258,9 +317,14 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
         return phase("eval") if phase else nullcontext()
 
     strategy, decision, eval_steps = cfg.strategy, None, 0
+    resumed = (run_dir / "run.json").exists()
+    if resumed:  # auto's decision was measured and recorded already
+        recorded = json.loads((run_dir / "run.json").read_text())["config"]
+        strategy = recorded.get("ran_strategy", strategy)
+        decision = CaseDecision(**recorded["decision"]) if recorded.get("decision") else None
     # Models that only act (auto's measurement, zero-shot) sit on the nominal sim, not on another target instance.
     home_venv = make_vec_env(WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs), 1, cfg.seed)
-    if strategy == "auto":
+    if strategy == "auto" and decision is None:
         model = policy_model(pre, home_venv)
         with measuring():
             zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
@@ -271,10 +335,14 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
         strategy = decision.strategy
         if not quiet:
             print(f"auto: {decision.reason}")
-    write_run_info(run_dir, {**asdict(cfg), "task": pre.task, "algo": pre.algo, "budget_steps": budget,
-                             "pretrained": str(pre.path), "spec": spec.model_dump(),
-                             "pretrain_overrides": pre.overrides, "on_robot": on_robot,
-                             "eval_every": eval_every, "eval_episodes": eval_episodes})
+    if resumed:
+        note_resume(run_dir)
+    else:
+        write_run_info(run_dir, {**asdict(cfg), "task": pre.task, "algo": pre.algo, "budget_steps": budget,
+                                 "pretrained": str(pre.path), "spec": spec.model_dump(),
+                                 "pretrain_overrides": pre.overrides, "on_robot": on_robot,
+                                 "eval_every": eval_every, "eval_episodes": eval_episodes, "ran_strategy": strategy,
+                                 "decision": asdict(decision) if decision else None})
 
     if not STRATEGIES[strategy].trains:
         model = policy_model(pre, home_venv)
@@ -301,6 +369,11 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     if cfg.reset_exploration is not None:
         reset_exploration(model, cfg.reset_exploration)
     model.critic_warmup_updates = cfg.critic_warmup
+    if checkpoint is not None:
+        # Same build, same strategy (layer groups, frozen layers), then the checkpoint's weights and optimiser.
+        done = restore_checkpoint(model, checkpoint)
+        if not quiet:
+            print(f"resuming {run_dir} from {checkpoint.name} at step {done:,}")
     if not quiet:
         print(f"{strategy}: {what}")
 
@@ -315,7 +388,7 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
         callbacks.append(ProgressCallback(budget, f"{strategy} on {cfg.target} (seed {cfg.seed})", eval_cb, status))
     stopped = None
     try:
-        model.learn(budget, callback=callbacks, reset_num_timesteps=True)
+        model.learn(budget - model.num_timesteps, callback=callbacks, reset_num_timesteps=checkpoint is None)
     except (EmergencyStop, RobotLinkError) as exc:  # a stop seen at a reset, or a robot that cannot be reached
         stopped = exc
     if session is not None and (stopped or session.stop_reason):
