@@ -1,4 +1,4 @@
-"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server."""
+"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server, log."""
 
 from __future__ import annotations
 
@@ -148,6 +148,32 @@ def _cmd_robot_server(args: argparse.Namespace) -> None:
         server.serve()
     finally:
         server.close()
+
+
+def _cmd_log(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim2real.robot.log import read_log, to_minari
+
+    episodes = [e for e in read_log(args.run) if args.phase is None or e.phase == args.phase]
+    table = Table(title=f"{args.run}: transition log")
+    for col in ("phase", "episodes", "steps", "mean return", "killed mid-episode", "ended by"):
+        table.add_column(col, justify="left" if col in ("phase", "ended by") else "right")
+    for phase in ("train", "eval"):
+        mine = [e for e in episodes if e.phase == phase]
+        if not mine:
+            continue
+        reasons = Counter(e.reason or "killed (no end record)" for e in mine)
+        table.add_row(phase, f"{len(mine):,}", f"{sum(e.steps for e in mine):,}",
+                      f"{sum(float(e.rewards.sum()) for e in mine) / len(mine):,.1f}",
+                      f"{sum(not e.complete for e in mine):,}", ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
+    Console().print(table)
+    if args.minari:
+        ds = to_minari(episodes, args.minari, args.minari_dir)
+        print(f"Minari dataset {args.minari}: {ds.total_episodes} episodes, {ds.total_steps:,} steps")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -349,6 +375,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rs.add_argument("--token", default=None,
                     help="shared secret (default: $SIM2REAL_ROBOT_TOKEN, else a new one is printed)")
     rs.set_defaults(func=_cmd_robot_server)
+
+    lg = sub.add_parser("log", help="summarise a run's transition log (a robot run), or export it to Minari")
+    lg.add_argument("run", help="a transfer run folder with transitions.jsonl")
+    lg.add_argument("--minari", default=None, metavar="DATASET_ID", help="also write it as a Minari dataset")
+    lg.add_argument("--minari-dir", default=None, help="where Minari stores it (default: Minari's, ~/.minari)")
+    lg.add_argument("--phase", choices=("train", "eval"), default=None, help="only this phase's episodes")
+    lg.set_defaults(func=_cmd_log)
 
     ex = sub.add_parser("export", help="write a policy as one ONNX or TorchScript file for the robot's computer")
     ex.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")

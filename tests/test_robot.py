@@ -283,3 +283,25 @@ def test_kill_9_at_ten_moments_loses_nothing_and_resume_reaches_the_same_total(t
     assert steps == sorted(set(steps)) and steps[-1] == uninterrupted
     # At most the step in flight at each kill is missing from the log.
     assert len(count.read_text()) - kills <= sum(e.steps for e in read_log(run)) <= len(count.read_text())
+
+
+def test_log_exports_to_minari_and_the_cli_summarises_it(tiny_pretrained, tmp_path):
+    minari = pytest.importorskip("minari")
+    pytest.importorskip("h5py")
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="finetune",
+                         budget=128, eval_every=64, eval_episodes=1)
+    run = transfer(cfg, out=tmp_path / "run", quiet=True)
+    proc = subprocess.run([sys.executable, "-m", "sim2real", "log", str(run), "--minari", "sim2real/test-v0",
+                           "--minari-dir", str(tmp_path / "datasets")], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "train" in proc.stdout and "eval" in proc.stdout and "Minari dataset sim2real/test-v0" in proc.stdout
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path / "datasets")
+    try:
+        dataset = minari.load_dataset("sim2real/test-v0")
+    finally:
+        os.environ.pop("MINARI_DATASETS_PATH")
+    logged = [e for e in read_log(run) if e.steps]
+    assert dataset.total_steps == sum(e.steps for e in logged)
+    first = next(dataset.iterate_episodes())
+    np.testing.assert_allclose(first.observations, logged[0].observations.astype(np.float32))

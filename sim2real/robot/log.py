@@ -198,3 +198,46 @@ def transitions(episodes: list[Episode], phase: str | None = "train") -> dict[st
         "next_obs": np.concatenate([e.observations[1:] for e in chosen]),
         "terminated": np.concatenate([e.terminations for e in chosen]),
     }
+
+
+def to_minari(episodes: list[Episode], dataset_id: str, directory: str | Path | None = None,
+              phase: str | None = None, description: str | None = None):
+    """Write logged episodes as a Minari dataset (the Farama offline-RL format); returns the dataset.
+
+    Episodes cut short (an evaluation cutting in, a kill) end with ``truncations[-1] = True``, which is
+    what they were. ``directory`` sets where Minari stores it (default: Minari's own, ~/.minari).
+    """
+    try:
+        import minari
+        from minari.data_collector import EpisodeBuffer
+    except ImportError:
+        raise ImportError("exporting to Minari needs minari: pip install minari") from None
+    import os
+
+    chosen = [e for e in episodes if e.steps and (phase is None or e.phase == phase)]
+    if not chosen:
+        raise ValueError(f"no episodes with steps{f' in phase {phase!r}' if phase else ''} to export")
+    buffers = []
+    for i, e in enumerate(chosen):
+        trunc = e.truncations.copy()
+        if not e.terminations[-1]:
+            trunc[-1] = True
+        buffers.append(EpisodeBuffer(id=i, seed=e.seed, observations=e.observations.astype(np.float32),
+                                     actions=e.actions.astype(np.float32), rewards=e.rewards.tolist(),
+                                     terminations=e.terminations.tolist(), truncations=trunc.tolist()))
+    obs_dim, act_dim = chosen[0].observations.shape[1], chosen[0].actions.shape[1]
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    if directory is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(Path(directory).resolve())
+    try:
+        return minari.create_dataset_from_buffers(
+            dataset_id, buffers, algorithm_name="sim2real transfer",
+            observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+            action_space=gym.spaces.Box(-np.inf, np.inf, (act_dim,), np.float32),
+            description=description or "transitions recorded on a target by sim2real (transitions.jsonl)")
+    finally:
+        if directory is not None:
+            if old is None:
+                os.environ.pop("MINARI_DATASETS_PATH", None)
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = old
