@@ -8,7 +8,8 @@ Layout of a study folder::
     pretrained.json                the pretrained policy's return in the nominal sim (for the gap)
     metrics.json, report.md, report.html, *.png
 
-Re-running the same command skips finished runs and redoes unfinished ones; a
+Re-running the same command skips finished runs, resumes interrupted ones from their checkpoints and
+redoes failed ones (set aside under ``_incomplete/``); a
 run that raises is recorded as failed and does not stop the others.
 """
 
@@ -132,12 +133,18 @@ def _run_one(policy: str, run_dir: str, cfg: TransferConfig) -> dict:
     """Worker: one transfer run. Returns a status dict; never raises (the study goes on)."""
     t0 = time.monotonic()
     try:
-        transfer(cfg, out=run_dir, quiet=True)
+        # A run a kill interrupted continues from its checkpoint (resumable() decided it is one).
+        transfer(cfg, out=run_dir, quiet=True, resume=(Path(run_dir) / "run.json").exists())
         return {"ok": True, "seconds": time.monotonic() - t0}
     except Exception:  # noqa: BLE001 - recorded in the run folder and reported
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
         return {"ok": False, "seconds": time.monotonic() - t0, "error": traceback.format_exc().splitlines()[-1]}
+
+
+def resumable(run_dir: Path) -> bool:
+    """An unfinished run a kill interrupted (it continues where it was); a failed one is redone from scratch."""
+    return (run_dir / "run.json").exists() and not (run_dir / "error.txt").exists()
 
 
 def _set_aside(run_dir: Path, study_dir: Path) -> None:
@@ -193,7 +200,7 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
         d = r.dir(study_dir)
         if (d / "result.json").exists():
             continue
-        if d.exists():
+        if d.exists() and not resumable(d):
             _set_aside(d, study_dir)
         todo.append(r)
     workers = cfg.workers or os.cpu_count() or 1

@@ -11,6 +11,7 @@ import torch
 
 from sim2real.learning.loading import load_for_evaluation, load_pretrained
 from sim2real.learning.pretrain import PretrainConfig, pretrain
+from sim2real.spec import PolicyInputs
 from sim2real.worlds.inputs import PolicyInputsWrapper
 from tests.conftest import DATA, TINY
 
@@ -72,3 +73,21 @@ def test_init_from_a_policy_without_inputs_acts_exactly_as_it_did(tiny_pretraine
         a = narrow.policy.predict(obs, deterministic=True)[0]
         b = wide.policy.predict(np.concatenate([obs, extra], axis=1), deterministic=True)[0]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("inputs", [PolicyInputs(last_action=True), PolicyInputs(history=2)])
+def test_a_recorded_episode_composes_to_what_the_policy_saw_live(inputs):
+    from sim2real.worlds.inputs import compose_episode
+
+    raw = gym.make("InvertedPendulum-v5", max_episode_steps=20)
+    env = PolicyInputsWrapper(raw, last_action=inputs.last_action, history=inputs.history)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    live, raw_obs, actions = [obs], [raw.unwrapped._get_obs()], []
+    for _ in range(10):
+        a = rng.uniform(-3, 3, size=1).astype(np.float32)
+        obs, *_ = env.step(a)
+        live.append(obs)
+        raw_obs.append(raw.unwrapped._get_obs())
+        actions.append(a)
+    np.testing.assert_allclose(compose_episode(np.array(raw_obs), np.array(actions), inputs), np.array(live), rtol=1e-6)

@@ -305,3 +305,41 @@ def test_log_exports_to_minari_and_the_cli_summarises_it(tiny_pretrained, tmp_pa
     assert dataset.total_steps == sum(e.steps for e in logged)
     first = next(dataset.iterate_episodes())
     np.testing.assert_allclose(first.observations, logged[0].observations.astype(np.float32))
+
+
+def test_a_resumed_off_policy_robot_run_refills_its_buffer_from_the_log(tmp_path):
+    from sim2real.learning.pretrain import PretrainConfig, pretrain
+    from tests.conftest import DATA
+
+    sac = pretrain(PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", steps=64, eval_every=64,
+                                  eval_episodes=1, checkpoint_every=64,
+                                  overrides={"learning_starts": 32, "batch_size": 16,
+                                             "policy_kwargs": {"net_arch": [16, 16]}}, inputs={"last_action": True}),
+                   out=tmp_path / "sac")
+    calls = {"n": 0}
+
+    def button() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 120
+
+    cfg = TransferConfig(policy=str(sac), target="tests.robot_stub:OneRobot", strategy="finetune", budget=200,
+                         eval_every=1000, eval_episodes=1)
+    run = tmp_path / "run"
+    with pytest.raises(EmergencyStop):
+        transfer(cfg, out=run, quiet=True, stop=button)
+    logged_train = sum(e.steps for e in read_log(run) if e.phase == "train")
+    transfer(cfg, out=run, quiet=True, resume=True)
+    resumed = json.loads((run / "run.json").read_text())["resumed"]
+    # Everything the robot did in training before the stop, the steps after the last checkpoint included.
+    assert resumed[0]["replay_refilled"] == logged_train > 0
+
+
+def test_a_run_in_use_is_refused(tiny_pretrained, tmp_path):
+    from sim2real.learning.artifacts import RunLock
+
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="zero-shot",
+                         eval_episodes=1)
+    with RunLock(tmp_path / "busy"):  # another trainer holds the folder
+        with pytest.raises(FileExistsError, match="is in use by pid"):
+            transfer(cfg, out=tmp_path / "busy", quiet=True)
+    transfer(cfg, out=tmp_path / "busy", quiet=True)  # released: the run goes ahead

@@ -45,15 +45,23 @@ def test_rerun_skips_finished_runs(tiny_study):
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/s*/result.json")} == stamps
 
 
-def test_killed_run_is_set_aside_and_redone(tiny_study):
+def test_killed_run_resumes_and_failed_run_is_set_aside_and_redone(tiny_study):
     cfg, out = tiny_study
-    killed = out / "runs" / "heavy" / "scratch" / "s1"
-    (killed / "result.json").unlink()  # what a crash mid-run leaves: a folder without result.json
-    (killed / "marker.txt").write_text("partial work")
+    killed = out / "runs" / "heavy" / "finetune" / "s1"
+    # What a kill mid-run leaves: checkpoints and a curve, no model.zip, no result.json.
+    (killed / "result.json").unlink()
+    (killed / "model.zip").unlink()
+    failed = out / "runs" / "heavy" / "scratch" / "s1"
+    (failed / "result.json").unlink()
+    (failed / "error.txt").write_text("Traceback: the target raised")
     run_study(cfg, out=out, quiet=True)
-    assert (killed / "result.json").exists() and not (killed / "marker.txt").exists()
-    kept = list((out / "_incomplete").glob("*/marker.txt"))
-    assert len(kept) == 1 and kept[0].read_text() == "partial work"
+    assert (killed / "result.json").exists()
+    assert len(json.loads((killed / "run.json").read_text())["resumed"]) == 1  # continued, not redone
+    steps = [int(r.split(",")[0]) for r in (killed / "evaluations.csv").read_text().split()[1:]]
+    assert steps == sorted(set(steps))
+    assert (failed / "result.json").exists() and not (failed / "error.txt").exists()
+    kept = list((out / "_incomplete").glob("*/error.txt"))
+    assert len(kept) == 1 and "the target raised" in kept[0].read_text()
 
 
 def test_report_rebuilds_from_run_folders(tiny_study):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
@@ -59,7 +60,7 @@ def test_off_policy_checkpoints_carry_the_replay_buffer(tmp_path):
                          checkpoint_every=64,
                          overrides={"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}})
     out = pretrain(sac, out=tmp_path / "sac")
-    assert list((out / "checkpoints").glob("step_*_replay_buffer.pkl"))
+    assert list((out / "checkpoints").glob("step_*_replay_buffer.npz"))
     (out / "model.zip").unlink()
     for f in (out / "checkpoints").glob("step_000000128*"):
         f.unlink()
@@ -67,6 +68,37 @@ def test_off_policy_checkpoints_carry_the_replay_buffer(tmp_path):
     from stable_baselines3 import SAC
 
     assert SAC.load(out / "model.zip").num_timesteps == 128
+
+
+def test_resume_reads_weights_statistics_and_replay_buffer_without_unpickling(tmp_path, no_unpickling):
+    from sim2real.learning.artifacts import restore_checkpoint
+
+    sac = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", steps=128, eval_every=128, eval_episodes=1,
+                         checkpoint_every=64,
+                         overrides={"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}})
+    out = pretrain(sac, out=tmp_path / "sac")
+    (out / "model.zip").unlink()
+    with np.load(out / "checkpoints" / "step_000000064_replay_buffer.npz") as z:
+        saved_obs, saved_pos = z["observations"].copy(), int(z["pos"])
+    for f in (out / "checkpoints").glob("step_000000128*"):
+        f.unlink()
+    seen = {}
+    real_restore = restore_checkpoint
+
+    def spy(model, zip_path):
+        step = real_restore(model, zip_path)
+        seen["pos"], seen["obs"] = model.replay_buffer.pos, model.replay_buffer.observations[:saved_pos].copy()
+        return step
+
+    import sim2real.learning.pretrain as pretrain_module
+
+    pretrain_module.restore_checkpoint, old = spy, pretrain_module.restore_checkpoint
+    try:
+        pretrain(sac, out=out, resume=True)  # the no_unpickling fixture fails on any unpickling
+    finally:
+        pretrain_module.restore_checkpoint = old
+    assert seen["pos"] == saved_pos == 64
+    np.testing.assert_array_equal(seen["obs"], saved_obs)
 
 
 def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed_from(tmp_path, capsys):

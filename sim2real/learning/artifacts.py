@@ -81,13 +81,53 @@ def write_run_info(run_dir: Path, config: dict[str, Any]) -> None:
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, default=str))
 
 
-def note_resume(run_dir: Path) -> None:
-    """Add this resume (command, time) to run.json's ``resumed`` list; the original record stays as it was."""
+class RunLock:
+    """Hold ``run_dir/.lock`` while a run writes there: a second process on the same folder is refused.
+
+    ``flock`` is released by the kernel when the holder dies, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = (run_dir / ".lock").open("a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise FileExistsError(f"{run_dir} is in use by {holder}; wait for it, or choose another --out") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()} on {platform.node()}")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # closing drops the flock
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def note_resume(run_dir: Path, **facts: Any) -> None:
+    """Record this resume (command, time, ``facts``) in run.json's ``resumed`` list; the original record stays.
+
+    Called again in the same resume (more facts), it completes that entry rather than adding one.
+    """
     path = run_dir / "run.json"
     info = json.loads(path.read_text())
-    info.setdefault("resumed", []).append({"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                           "git_commit": git_commit()})
+    entries = info.setdefault("resumed", [])
+    if facts and entries and entries[-1].get("pid") == os.getpid():
+        entries[-1].update(facts)
+    else:
+        entries.append({"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "pid": os.getpid(),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": git_commit(), **facts})
     atomic_write_text(path, json.dumps(info, indent=2, default=str))
 
 
@@ -121,10 +161,12 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model") 
         with tmp.open("wb") as f:
             save_norm_arrays(f, venv)
         commit(tmp, npz)
-    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
-        tmp = directory / f".{name}_replay_buffer.tmp.pkl"
-        model.save_replay_buffer(tmp)
-        commit(tmp, directory / f"{name}_replay_buffer.pkl")
+    if getattr(model, "replay_buffer", None) is not None:
+        # The buffer as plain arrays (SB3's save_replay_buffer pickles it): resumable without unpickling.
+        tmp = directory / f".{name}_replay_buffer.tmp.npz"
+        with tmp.open("wb") as f:
+            save_replay_arrays(f, model.replay_buffer)
+        commit(tmp, directory / f"{name}_replay_buffer.npz")
     atomic_write_text(manifest, json.dumps({
         "num_timesteps": int(model.num_timesteps),
         "files": {f.name: f.stat().st_size for f in written},
@@ -211,6 +253,26 @@ def load_norm_stats(path: Path) -> NormStats:
         return NormStats(obs, ret, float(z["clip_obs"]), float(z["clip_reward"]), bool(z["norm_reward"]))
 
 
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def save_replay_arrays(f, buffer) -> None:
+    """An SB3 ReplayBuffer's contents as plain arrays (``np.savez``), up to where it is filled."""
+    n = buffer.buffer_size if buffer.full else buffer.pos
+    arrays = {k: getattr(buffer, k)[:n] for k in REPLAY_ARRAYS if getattr(buffer, k, None) is not None}
+    np.savez(f, pos=buffer.pos, full=buffer.full, **arrays)
+
+
+def load_replay_arrays(path: Path, buffer) -> None:
+    """Fill ``buffer`` (same size and spaces) from :func:`save_replay_arrays`'s file (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as z:
+        for k in REPLAY_ARRAYS:
+            if k in z.files and getattr(buffer, k, None) is not None:
+                n = len(z[k])
+                getattr(buffer, k)[:n] = z[k]
+        buffer.pos, buffer.full = int(z["pos"]), bool(z["full"])
+
+
 def restore_checkpoint(model: BaseAlgorithm, model_zip: Path) -> int:
     """Load a checkpoint into a model built the same way: weights, optimiser state, step count, normalisation.
 
@@ -233,6 +295,9 @@ def restore_checkpoint(model: BaseAlgorithm, model_zip: Path) -> int:
     npz = norm_paths(model_zip.parent, model_zip.stem)[1]
     if isinstance(venv, VecNormalize) and npz.exists():
         load_norm_stats(npz).apply(venv)
+    buffer = model_zip.with_name(f"{model_zip.stem}_replay_buffer.npz")
+    if getattr(model, "replay_buffer", None) is not None and buffer.exists():
+        load_replay_arrays(buffer, model.replay_buffer)
     return model.num_timesteps
 
 

@@ -15,8 +15,16 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from sim2real.learning.algos import ALGOS, OFF_POLICY, algo_kwargs, set_threads
-from sim2real.learning.artifacts import clean_incomplete, latest_checkpoint, norm_paths, save_checkpoint, write_run_info
+from sim2real.learning.algos import ALGOS, algo_kwargs, set_threads
+from sim2real.learning.artifacts import (
+    RunLock,
+    clean_incomplete,
+    latest_checkpoint,
+    note_resume,
+    restore_checkpoint,
+    save_checkpoint,
+    write_run_info,
+)
 from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback, RandomizationLogger
 from sim2real.learning.envs import make_vec_env
 from sim2real.learning.loading import load_pretrained
@@ -182,13 +190,19 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
         raise FileNotFoundError(f"{run_dir}: no complete checkpoint to resume from; start a new run with another --out")
     if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
         raise FileExistsError(f"{run_dir} holds checkpoints of an unfinished run; use --resume or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        return _pretrain(cfg, spec, algo, total, n_envs, run_dir, checkpoint)
+
+
+def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run_dir: Path, checkpoint) -> Path:
     set_threads(cfg.threads)
     set_random_seed(cfg.seed)
 
     config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "spec": spec.model_dump()}
     if checkpoint is None:
         write_run_info(run_dir, config)
+    else:
+        note_resume(run_dir)
 
     # ---- environments (as the policy sees them: with its inputs)
     inputs = spec.observation
@@ -197,24 +211,17 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     kwargs = algo_kwargs(spec, algo, cfg.overrides)
     if spec.pretrain.normalize:
         gamma = kwargs.get("gamma", 0.99)
-        saved = norm_paths(checkpoint.parent, checkpoint.stem)[0] if checkpoint is not None else None
-        if saved is not None and saved.exists():
-            venv = VecNormalize.load(str(saved), venv)
-        else:
-            venv = VecNormalize(venv, gamma=gamma)
+        venv = VecNormalize(venv, gamma=gamma)  # a resumed run gets its statistics from the checkpoint's arrays
 
     # ---- model
     cls = ALGOS[algo]
+    model = new_model(cls, venv, cfg, run_dir, kwargs)
     if checkpoint is not None:
-        model = cls.load(checkpoint, env=venv, device="cpu", tensorboard_log=str(run_dir / "tb"))
-        buffer = checkpoint.with_name(checkpoint.stem + "_replay_buffer.pkl")
-        if algo in OFF_POLICY and buffer.exists():
-            model.load_replay_buffer(buffer)
+        # Weights, optimiser, step count, statistics and replay buffer, all read without unpickling.
+        restore_checkpoint(model, checkpoint)
         print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}")
-    else:
-        model = new_model(cls, venv, cfg, run_dir, kwargs)
-        if cfg.init_from:
-            _init_from(model, venv, cfg.init_from, inputs.history)
+    elif cfg.init_from:
+        _init_from(model, venv, cfg.init_from, inputs.history)
 
     # ---- callbacks and learning
     eval_every = cfg.eval_every or max(total // 50, 1000)

@@ -241,3 +241,28 @@ def to_minari(episodes: list[Episode], dataset_id: str, directory: str | Path | 
                 os.environ.pop("MINARI_DATASETS_PATH", None)
             else:
                 os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def refill_replay_buffer(model, episodes: list[Episode], inputs=None) -> int:
+    """Put every logged training transition into an off-policy model's (empty) replay buffer; returns how many.
+
+    A resumed robot run learns from everything the robot did, including the steps after its last
+    checkpoint. Observations are composed with the policy's ``inputs`` as they were live; actions
+    are scaled to the policy's [-1, 1] the way SB3 stores them.
+    """
+    from sim2real.worlds.inputs import compose_episode
+
+    buffer = model.replay_buffer
+    buffer.pos, buffer.full = 0, False
+    added = 0
+    for e in episodes:
+        if e.phase != "train" or not e.steps:
+            continue
+        obs = compose_episode(e.observations, e.actions, inputs).astype(np.float32)
+        scaled = model.policy.scale_action(np.clip(e.actions, model.action_space.low, model.action_space.high))
+        for t in range(e.steps):
+            term, trunc = bool(e.terminations[t]), bool(e.truncations[t])
+            buffer.add(obs[t][None], obs[t + 1][None], scaled[t][None], np.array([e.rewards[t]]),
+                       np.array([term or trunc]), [{"TimeLimit.truncated": trunc and not term}])
+            added += 1
+    return added

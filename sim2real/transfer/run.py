@@ -24,10 +24,11 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sim2real.learning.algos import OFF_POLICY, set_threads
 from sim2real.learning.artifacts import (
+    RunLock,
     atomic_write_text,
-    note_resume,
     clean_incomplete,
     latest_checkpoint,
+    note_resume,
     restore_checkpoint,
     save_checkpoint,
     write_run_info,
@@ -38,7 +39,7 @@ from sim2real.learning.evaluation import evaluate
 from sim2real.learning.groups import reset_exploration
 from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
 from sim2real.options import option
-from sim2real.robot.log import LOG_NAME
+from sim2real.robot.log import LOG_NAME, read_log, refill_replay_buffer
 from sim2real.robot.remote import RobotLinkError
 from sim2real.robot.safety import EmergencyStop, SafetyConfig, load_safety
 from sim2real.robot.session import RobotSession
@@ -215,9 +216,21 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
     run_dir = Path(out) if out else default_transfer_dir(pre.task, cfg)
     if (run_dir / "result.json").exists():
         raise FileExistsError(f"{run_dir} already holds a finished run; choose another --out")
-    checkpoint = _resume_point(run_dir, cfg) if resume else None
     if not resume and (run_dir / "run.json").exists():
         raise FileExistsError(f"{run_dir} holds an unfinished run; continue it with --resume, or choose another --out")
+    # A resume locks before anything in the folder is touched; a new run once its checks have passed.
+    locks = [RunLock(run_dir)] if resume else []
+    try:
+        checkpoint = _resume_point(run_dir, cfg) if resume else None
+        return _transfer(cfg, pre, spec, budget, run_dir, checkpoint, quiet, stop, reset_hook, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _transfer(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_dir: Path,
+              checkpoint: Path | None, quiet: bool, stop, reset_hook, locks: list[RunLock]) -> Path:
+    """Build the target (once for a robot), then run."""
     on_robot = cfg.on_robot(spec)
     safety = None if cfg.no_safety or not on_robot else (load_safety(cfg.safety) if cfg.safety else SafetyConfig())
     raw_target = resolve_target(spec, cfg.target, cfg.import_module, cfg.target_kwargs)
@@ -226,12 +239,13 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
     # The policy's spaces are its task's; compare before building anything more on the target.
     try:
         check_spaces(home.observation_space, home.action_space, target_env, cfg.target)
-    except TransferError:
+        if not locks:  # a new run: the folder and its lock appear only now, after the checks
+            locks.append(RunLock(run_dir))
+    except (TransferError, FileExistsError):
         target_env.close()
         raise
     finally:
         home.close()
-    run_dir.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     set_random_seed(cfg.seed)
     session = None
@@ -374,6 +388,12 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
         done = restore_checkpoint(model, checkpoint)
         if not quiet:
             print(f"resuming {run_dir} from {checkpoint.name} at step {done:,}")
+    if resumed and on_robot and pre.algo in OFF_POLICY:
+        # Every transition the robot produced, the ones after the checkpoint included, goes back into the buffer.
+        refilled = refill_replay_buffer(model, read_log(run_dir), pre.inputs)
+        note_resume(run_dir, replay_refilled=refilled)
+        if not quiet:
+            print(f"replay buffer refilled with {refilled:,} logged transitions")
     if not quiet:
         print(f"{strategy}: {what}")
 

@@ -105,3 +105,24 @@ class WithInputs:
 
     def __call__(self) -> gym.Env:
         return with_inputs(self.env_fn(), self.inputs)
+
+
+def compose_episode(observations: np.ndarray, actions: np.ndarray, inputs: PolicyInputs | None) -> np.ndarray:
+    """A recorded episode's observations as the policy saw them (what :class:`PolicyInputsWrapper` built live).
+
+    ``observations`` has one row more than ``actions`` (the reset observation first).
+    """
+    observations = np.asarray(observations)
+    if inputs is None or not inputs.active:
+        return observations
+    history = inputs.history
+    k = max(history, 1)
+    obs_hist = deque([observations[0]] * history, maxlen=history or None)
+    act_hist = deque([np.zeros(actions.shape[1], dtype=observations.dtype)] * k, maxlen=k)
+    rows = [np.concatenate([observations[0], *obs_hist, *act_hist])]
+    for t, action in enumerate(actions):
+        act_hist.appendleft(np.asarray(action, dtype=observations.dtype))
+        if history:
+            obs_hist.appendleft(observations[t])
+        rows.append(np.concatenate([observations[t + 1], *obs_hist, *act_hist]))
+    return np.stack(rows)
