@@ -66,3 +66,17 @@ class Glitchy(gym.Wrapper):
         if self.t == self.nan_at:
             obs = np.full_like(obs, np.nan)
         return obs, r, term, trunc, info
+
+
+class Flaky(OneRobot):
+    """A robot whose driver raises on every ``fail_every``-th step (a dropped serial frame)."""
+
+    def __init__(self, fail_every: int = 30, max_episode_steps: int = 100):
+        super().__init__(max_episode_steps)
+        self.fail_every, self.calls = fail_every, 0
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls % self.fail_every == 0:
+            raise OSError("serial frame lost")
+        return super().step(action)

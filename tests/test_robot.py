@@ -343,3 +343,20 @@ def test_a_run_in_use_is_refused(tiny_pretrained, tmp_path):
         with pytest.raises(FileExistsError, match="is in use by pid"):
             transfer(cfg, out=tmp_path / "busy", quiet=True)
     transfer(cfg, out=tmp_path / "busy", quiet=True)  # released: the run goes ahead
+
+
+def test_a_target_that_raises_ends_episodes_and_stops_cleanly_after_max_faults(tiny_pretrained, tmp_path):
+    limits = tmp_path / "limits.yaml"
+    limits.write_text("max_faults: 3\nstop_signal: null\n")
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:Flaky", strategy="finetune",
+                         budget=64, eval_every=1000, eval_episodes=1, safety=str(limits))
+    run = transfer(cfg, out=tmp_path / "ok", quiet=True)  # fewer than 4 faults: the run finishes
+    result = json.loads((run / "result.json").read_text())
+    faults = result["robot"]["interventions"].get("step raised", 0)
+    assert 1 <= faults <= 3
+    reasons = [r for e in read_log(run) for r in [e.reason or ""]]
+    assert sum(r.startswith("step raised OSError: serial frame lost") for r in reasons) == faults
+    cfg.budget = 2000
+    with pytest.raises(EmergencyStop, match="raised 4 times"):
+        transfer(cfg, out=tmp_path / "stops", quiet=True)
+    assert list((tmp_path / "stops" / "checkpoints").glob("step_*.zip"))

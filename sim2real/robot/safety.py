@@ -24,6 +24,7 @@ Limits come from a YAML file (``--safety FILE``) validated like a task spec::
     stop_file: STOP                    # relative to the run folder; create it to stop the run
     stop_signal: SIGUSR1               # kill -USR1 <pid> stops the run; null: no signal handler
     human_reset: false                 # true: wait for Enter before every reset (a person resets the robot)
+    max_faults: 10                     # errors raised by the env's step (each ends its episode) before the run stops
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class EmergencyStop(RuntimeError):
     """The run was stopped on purpose (stop file, signal or callable); what was collected is on disk."""
 
 
+class RobotFault(EmergencyStop):
+    """The robot's env failed in a way the run cannot continue from (its reset raised, or too many faults)."""
+
+
 class SafetyConfig(StrictModel):
     """Declared limits of a robot (see the module docstring for the YAML form)."""
 
@@ -60,6 +65,7 @@ class SafetyConfig(StrictModel):
     stop_file: str | None = "STOP"
     stop_signal: Literal["SIGUSR1", "SIGUSR2", "SIGTERM"] | None = "SIGUSR1"
     human_reset: bool = False
+    max_faults: int = Field(default=10, ge=0)  # errors raised by the env's step before the run stops
 
 
 def load_safety(path: str | Path) -> SafetyConfig:
@@ -161,7 +167,12 @@ class SafetyLayer(gym.Wrapper):
             print("\nReset the robot to its start pose, then press Enter (the policy is not running) ...",
                   file=sys.stderr, flush=True)
             sys.stdin.readline()
-        obs, info = self.env.reset(seed=seed, options=options)
+        try:
+            obs, info = self.env.reset(seed=seed, options=options)
+        except (EmergencyStop, ConnectionError):
+            raise  # a stop, or a link that already retried and gave up: the trainer stops cleanly with it
+        except Exception as exc:  # noqa: BLE001 - the robot's own error, with where it happened
+            raise RobotFault(f"the robot's reset raised {type(exc).__name__}: {exc}") from exc
         self._last_applied = np.clip(np.zeros_like(self.low), self.low, self.high)
         self._next_tick = None
         self._last_obs = obs
@@ -207,7 +218,16 @@ class SafetyLayer(gym.Wrapper):
             self.counts["action_limited"] += 1
         self._wait_for_tick()
         self._moved = True
-        obs, reward, terminated, truncated, info = self.env.step(applied.astype(self.action_space.dtype))
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(applied.astype(self.action_space.dtype))
+        except Exception as exc:  # noqa: BLE001 - the robot's own error: the episode ends, the run goes on
+            self.counts["step raised"] += 1
+            if self.counts["step raised"] > self.config.max_faults:
+                self.stop_reason = f"the robot's step raised {self.counts['step raised']} times (max_faults " \
+                                   f"{self.config.max_faults}); last: {type(exc).__name__}: {exc}"
+            info = {"stop_reason": f"step raised {type(exc).__name__}: {exc}", "applied_action": applied,
+                    "safety": dict(self.counts)}
+            return self._last_obs, 0.0, False, True, info
         self._last_applied = applied
         self._last_obs = obs
         info = {**info, "applied_action": applied}
