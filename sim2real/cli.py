@@ -68,7 +68,7 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def _cmd_study(args: argparse.Namespace) -> None:
-    from sim2real.study import StudyConfig, run_study
+    from sim2real.study import StudyConfig, StudyRunsFailed, run_study
 
     cfg = StudyConfig(
         task=args.task,
@@ -87,7 +87,11 @@ def _cmd_study(args: argparse.Namespace) -> None:
         similarity_threshold=args.similarity,
         transfer_options=parse_overrides(args.option, flag="--option"),
     )
-    study_dir = run_study(cfg, out=args.out)
+    try:
+        study_dir = run_study(cfg, out=args.out)
+    except StudyRunsFailed as exc:
+        print(f"sim2real study: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"report: {study_dir / 'report.html'}  (and report.md, metrics.json; "
           f"curves: tensorboard --logdir {study_dir})")
 

@@ -16,6 +16,8 @@ All curves are evaluations on the target world with x = target environment steps
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,16 +97,26 @@ def mean_curve(curves: list[Curve]) -> Curve:
 # ---------------------------------------------------------------- across seeds (rliable)
 
 
+@contextmanager
+def _quiet_rliable():
+    """rliable hands arch a RandomState, which arch (7.x) answers with a FutureWarning per call; the seeded
+    results are what we want, the warning is noise in the user's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"arch\.")
+        yield
+
+
 def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Interquartile mean of ``scores`` (one per run) with a 95% stratified-bootstrap interval."""
     from rliable import library as rly
     from rliable import metrics
 
     scores = np.asarray(scores, dtype=float).reshape(-1, 1)
-    point, interval = rly.get_interval_estimates(
-        {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps,
-        random_state=np.random.RandomState(seed),
-    )
+    with _quiet_rliable():
+        point, interval = rly.get_interval_estimates(
+            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
     return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
 
 
@@ -115,10 +127,11 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, s
 
     xs = np.asarray(x, dtype=float).reshape(-1, 1)
     ys = np.asarray(y, dtype=float).reshape(-1, 1)
-    point, interval = rly.get_interval_estimates(
-        {"p": [xs, ys]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps=reps,
-        random_state=np.random.RandomState(seed),
-    )
+    with _quiet_rliable():
+        point, interval = rly.get_interval_estimates(
+            {"p": [xs, ys]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
     return float(point["p"][0]), float(interval["p"][0, 0]), float(interval["p"][1, 0])
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import json
 import math
 from pathlib import Path
 
+import markdown
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from sim2real.learning.artifacts import atomic_write_text  # noqa: E402
 from sim2real.learning.evaluation import evaluate  # noqa: E402
 from sim2real.learning.loading import load_for_evaluation  # noqa: E402
-from sim2real.metrics import THRESHOLD_FRACTION, Curve, probability_of_improvement, strategy_metrics  # noqa: E402  # noqa: E402
+from sim2real.metrics import THRESHOLD_FRACTION, Curve, probability_of_improvement, strategy_metrics  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, classify  # noqa: E402
 from sim2real.worlds.inputs import WithInputs  # noqa: E402
@@ -273,12 +273,6 @@ def _md_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def case_lines(metrics: dict) -> list[str]:
     lines = []
     for target, t in metrics["targets"].items():
@@ -321,34 +315,29 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
              f"- pretrained policy: `{metrics['policy']}`")
     header = (f"Task **{metrics['task']}**, budget **{metrics['budget_steps']:,} target steps** per run, "
               f"pretrained policy's return in the nominal sim: **{_fmt(metrics['sim_return'])}**.")
-    md = [f"# Transfer report: {metrics['task']}", "", header, "", "## Sim-to-real gap", gaps, "",
-          "## Which case, and did the recommendation hold?", *[f"- {x}" for x in case_lines(metrics)], "",
-          "## Metrics", _md_table(rows), "", *[f"![{p.stem}]({p.name})" for p in images], "",
-          "## Definitions", DEFINITIONS, "## Reproducibility", repro, ""]
-    atomic_write_text(study_dir / "report.md", "\n".join(md))
+    seeds_note = ([f"> **{cfg['seeds']} seeds per strategy**: the 95% intervals are wide and can miss; "
+                   "rliable's authors advise at least 5 (Agarwal et al. 2021).", ""] if cfg["seeds"] < 5 else [])
 
-    def img(p: Path) -> str:
-        data = base64.b64encode(p.read_bytes()).decode()
-        return f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}"></figure>'
+    def document(image) -> str:
+        """The report as markdown; ``image`` renders a figure (a file link for .md, inline data for .html)."""
+        return "\n".join([
+            f"# Transfer report: {metrics['task']}", "", header, "", *seeds_note, "## Sim-to-real gap", gaps, "",
+            "## Which case, and did the recommendation hold?", *[f"- {x}" for x in case_lines(metrics)], "",
+            "## Metrics", "", _md_table(rows), "", *[image(p) + "\n" for p in images], "",
+            "## Definitions", DEFINITIONS, "## Reproducibility", repro, ""])
 
-    def md_inline(text: str) -> str:
-        import re
+    atomic_write_text(study_dir / "report.md", document(lambda p: f"![{p.stem}]({p.name})"))
 
-        text = html.escape(text)
-        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    def inline(p: Path) -> str:
+        return f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
 
-    body = [f"<h1>Transfer report: {html.escape(metrics['task'])}</h1>", f"<p>{md_inline(header)}</p>",
-            "<h2>Sim-to-real gap</h2><ul>" + "".join(f"<li>{md_inline(x[2:])}</li>" for x in gaps.splitlines()) + "</ul>",
-            "<h2>Which case, and did the recommendation hold?</h2><ul>"
-            + "".join(f"<li>{md_inline(x)}</li>" for x in case_lines(metrics)) + "</ul>",
-            "<h2>Metrics</h2>", _html_table(rows), *[img(p) for p in images],
-            "<h2>Definitions</h2><ul>" + "".join(f"<li>{md_inline(x[2:])}</li>" for x in DEFINITIONS.strip().split("\n- ")) + "</ul>",
-            "<h2>Reproducibility</h2><ul>" + "".join(f"<li>{md_inline(x[2:])}</li>" for x in repro.splitlines()) + "</ul>"]
+    # One document, two renderings: the HTML is Python-Markdown's rendering of the same text.
+    body = markdown.markdown(document(inline), extensions=["tables"])
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}code{background:#f4f4f4}")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>sim2real report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+             "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}code{background:#f4f4f4}"
+             "blockquote{border-left:4px solid #e0a000;margin:1em 0;padding:0.2em 1em;background:#fff8e0}")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>sim2real report</title><style>{style}</style></head><body>{body}</body></html>"
     atomic_write_text(study_dir / "report.html", page)
     return study_dir / "report.md"
 

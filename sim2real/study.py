@@ -253,7 +253,18 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
         _robustness(cfg, spec, policy, study_dir, quiet)
 
     build_report(study_dir, threshold_fraction=cfg.threshold_fraction)
+    if failures:
+        raise StudyRunsFailed(study_dir, failures, len(runs))
     return study_dir
+
+
+class StudyRunsFailed(RuntimeError):
+    """Some runs of a study failed; the report covers the others and each failed run has an error.txt."""
+
+    def __init__(self, study_dir: Path, failures: list[str], total: int):
+        self.study_dir, self.failures = study_dir, failures
+        super().__init__(f"{len(failures)} of {total} runs failed (error.txt in each failed run's folder; "
+                         f"re-running the command redoes them); the report covers the rest: {study_dir / 'report.html'}")
 
 
 def _robustness(cfg: StudyConfig, spec, policy: str, study_dir: Path, quiet: bool) -> None:

@@ -69,3 +69,14 @@ def test_bootstrap_interval_contains_the_point_estimate():
 
 def test_probability_of_improvement_is_one_half_for_identical_runs():
     assert probability_of_improvement([1, 2, 3], [1, 2, 3], reps=200)[0] == pytest.approx(0.5)
+
+
+def test_interval_estimates_keep_third_party_warnings_out_of_user_output():
+    import warnings
+
+    from sim2real.metrics import iqm_interval, probability_of_improvement
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # arch's FutureWarning about rliable's RandomState would raise here
+        iqm_interval(np.array([1.0, 2.0, 3.0]), reps=50)
+        probability_of_improvement(np.array([1.0, 2.0]), np.array([0.5, 1.5]), reps=50)

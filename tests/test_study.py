@@ -165,6 +165,9 @@ def test_sim2real_report_reproduces_a_committed_study(name, tmp_path):
             assert got["final_returns"] == m["final_returns"]
             assert got["final_return_iqm"] == pytest.approx(m["final_return_iqm"])
         assert after["targets"][target].get("case") == entry.get("case")
+    html = (copy / "report.html").read_text()
+    assert "**" not in html and "<strong>" in html  # rendered by Python-Markdown, not a hand-written converter
+    assert html.count("<table>") == 1 and html.count("data:image/png;base64,") >= 2
 
 
 def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tiny_study):
@@ -198,3 +201,17 @@ def test_workers_die_with_their_study():
         time.sleep(0.1)
     os.kill(worker, signal.SIGKILL)
     pytest.fail(f"worker {worker} outlived its killed study")
+
+
+def test_failed_runs_make_the_study_fail_after_the_report(tiny_pretrained, tmp_path):
+    from sim2real.study import StudyRunsFailed
+
+    # Every run fails inside its worker (the safety file does not exist); the study still writes its report.
+    cfg = StudyConfig(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"],
+                      strategies=["zero-shot", "finetune"], seeds=1, budget=64, workers=1, eval_every=64,
+                      eval_episodes=1, robustness=False,
+                      transfer_options={"robot": True, "safety": str(tmp_path / "missing.yaml")})
+    with pytest.raises(StudyRunsFailed, match="2 of 2 runs failed"):
+        run_study(cfg, out=tmp_path / "s", quiet=True)
+    assert (tmp_path / "s" / "report.md").exists()
+    assert "missing.yaml" in (tmp_path / "s" / "runs" / "heavy" / "finetune" / "s0" / "error.txt").read_text()

@@ -125,3 +125,17 @@ def test_ppo_checkpoints_fall_between_updates(tmp_path):
     assert manifest["num_timesteps"] == 128  # a rollout boundary (2 envs x 64 steps)
     model = PPO.load(out / "checkpoints" / "step_000000128.zip")
     assert model._n_updates == 2  # the first rollout's update (n_epochs=2) is inside the checkpoint
+
+
+def test_tensorboard_scalars_land_where_sb3_puts_them(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = pretrain(PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=512, eval_every=96, eval_episodes=1,
+                                  checkpoint_every=512, overrides=TINY), out=tmp_path / "run")
+    events = EventAccumulator(str(next((out / "tb").glob("*")))).Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    # train/* are dumped with SB3's rollout logs (at rollout ends, 2 envs x 64 steps), never at an evaluation's step.
+    assert set(steps["train/approx_kl"]) <= set(steps["time/fps"])
+    assert all(s % 128 == 0 for s in steps["train/approx_kl"])
+    assert steps["eval/mean_reward"] == steps["eval/sim/mean_return"]  # SB3's tag beside the per-world ones
+    assert "eval/mean_ep_length" in steps

@@ -91,6 +91,7 @@ class RunLock:
         import fcntl
 
         run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run_dir
         self._file = (run_dir / ".lock").open("a+")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,6 +107,9 @@ class RunLock:
 
     def release(self) -> None:
         if not self._file.closed:
+            # A finished run (result.json or model.zip) is refused by every command: its lock file can go.
+            if any((self.run_dir / name).exists() for name in ("result.json", "model.zip")):
+                (self.run_dir / ".lock").unlink(missing_ok=True)
             self._file.close()  # closing drops the flock
 
     def __enter__(self) -> RunLock:

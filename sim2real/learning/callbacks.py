@@ -142,6 +142,13 @@ class EvalCallback(BaseCallback):
         obs_rms = venv.obs_rms if isinstance(venv, VecNormalize) else None
         row: dict[str, float] = {"step": self.num_timesteps}
         self.eval_costs.append(0)
+        # SB3's train/* values wait in the logger for SB3's own next dump; flushing them here would put them
+        # at the evaluation's step. Set them aside, write only the evaluation, then put them back.
+        logger = self.logger
+        pending = [(d, d.copy()) for d in (logger.name_to_value, logger.name_to_count, logger.name_to_excluded)]
+        for d, _ in pending:
+            d.clear()
+        first = next(iter(self.worlds))
         for world in self.worlds:
             with self.phase("eval"):
                 res = evaluate(self.model, self._env(world), self.episodes, obs_rms=obs_rms, seed=self.seed)
@@ -151,10 +158,15 @@ class EvalCallback(BaseCallback):
             row[world] = res.mean
             self.logger.record(f"eval/{world}/mean_return", res.mean)
             self.logger.record(f"eval/{world}/std_return", res.std)
+            if world == first:  # SB3's EvalCallback tags, so dashboards built for SB3 and the RL Zoo apply
+                self.logger.record("eval/mean_reward", res.mean)
+                self.logger.record("eval/mean_ep_length", float(np.mean(res.lengths)))
         targets = [w for w in self.worlds if w not in ("nominal", "sim")]
         if "nominal" in self.worlds and targets:
             self.logger.record("eval/sim_to_real_gap", row["nominal"] - row[targets[0]])
         self.logger.dump(self.num_timesteps)
+        for d, saved in pending:
+            d.update(saved)
         atomic_write_text(self.steps_file, json.dumps(self.steps))
         new = not self.csv.exists()
         with self.csv.open("a") as f:
@@ -162,7 +174,6 @@ class EvalCallback(BaseCallback):
                 f.write(",".join(row) + "\n")
             f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
         self.last = row
-        first = next(iter(self.worlds))
         # Step 0 is the starting point, not a trained policy (with --init-from it is another run's).
         if self.keep_best and self.num_timesteps > 0 and row[first] >= self.best:  # ties: the later policy
             # PPO on locomotion can collapse late; keep the best policy by the first world's return.
