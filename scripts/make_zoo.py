@@ -66,6 +66,7 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best", why: str | None 
                                                                               "nominal"), pre.inputs)]))
         with (dest / "obs_rms.npz").open("wb") as f:
             save_norm_arrays(f, venv)
+    write_vecnormalize(dest)
     meta = {"source_run": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
             "checkpoint": str(model_zip.relative_to(run_dir))}
     best = run_dir / "best.json"
@@ -77,6 +78,54 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best", why: str | None 
         meta["why"] = why
     (dest / "export.json").write_text(json.dumps(meta, indent=2))
     return dest
+
+
+def write_vecnormalize(entry: Path) -> None:
+    """SB3's own ``vecnormalize.pkl`` beside the model, built from the entry's arrays, for plain-SB3 users.
+
+    sim2real itself never reads it (it reads obs_rms.npz); ``VecNormalize.load`` does.
+    """
+    if not (entry / "obs_rms.npz").exists():
+        return
+    pre = load_pretrained(entry)
+    venv = DummyVecEnv([WithInputs(EnvFactory(make_target_env, pre.spec.path, "nominal"), pre.inputs)])
+    norm = VecNormalize(venv, training=False, norm_reward=pre.norm.norm_reward)
+    pre.norm.apply(norm)
+    norm.save(str(entry / "vecnormalize.pkl"))
+    venv.close()
+
+
+def usage(entry: Path, spec, card: dict) -> str:
+    """The card's recipe: the policy in plain SB3 (VecNormalize.load + evaluate_policy), and on a robot."""
+    name = entry.name
+    inputs = card["policy_inputs"]
+    wrap = (f"PolicyInputsWrapper(gym.make(\"{spec.env_id}\"), last_action={bool(inputs.get('last_action'))}, "
+            f"history={inputs.get('history', 0)})" if inputs.get("last_action") or inputs.get("history")
+            else f"gym.make(\"{spec.env_id}\")")
+    imports = ("from sim2real.worlds.inputs import PolicyInputsWrapper  # the policy also sees its last command\n"
+               if "PolicyInputsWrapper" in wrap else "")
+    norm = (f"env = VecNormalize.load(\"policies/{name}/vecnormalize.pkl\", env)\n"
+            "env.training, env.norm_reward = False, False  # frozen statistics, raw rewards\n"
+            if (entry / "vecnormalize.pkl").exists() else "")
+    return f"""
+## Use it
+
+With plain Stable-Baselines3 (`model.zip` is an ordinary SB3 model{', `vecnormalize.pkl` its normalisation' if norm else ''}):
+
+```python
+import gymnasium as gym
+from stable_baselines3 import {card['algo'].upper()}
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+{imports}
+env = DummyVecEnv([lambda: {wrap}])
+{norm}model = {card['algo'].upper()}.load("policies/{name}/model.zip", device="cpu")
+print(evaluate_policy(model, env, n_eval_episodes=10))  # about the nominal row above
+```
+
+With sim2real: `sim2real evaluate policies/{name}`, `sim2real transfer policies/{name} --target real`, and on a robot's
+computer `sim2real export policies/{name} --format onnx` (see docs/robot.md).
+"""
 
 
 def measure(entry: Path, episodes: int = EVAL_EPISODES) -> dict:
@@ -134,7 +183,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 
 - Gymnasium id: `{spec.env_id}`; spec: `sim2real/envs/{task}.yaml`
 - Trained with: `{card['command']}` (seed {card['seed']})
-- Policy inputs: {_inputs_text(card['policy_inputs'])}; randomised in training: physics{' and effects (latency, noise, motors, sensors)' if card['effects_randomized'] else ' only' if randomize else ': nothing (nominal sim)'}
+- Policy inputs: {_inputs_text(card['policy_inputs'])}; randomised in training: {'physics and effects (latency, noise, motors, sensors)' if card['effects_randomized'] else 'physics only' if randomize else 'nothing (the nominal sim)'}
 - Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps
   ({why}){init_line}
 - Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items() if k != 'platform')}; commit `{card['git_commit']}`
@@ -147,7 +196,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 
 The nominal-sim return {verdict} the bar of {bar} (`solved_return` in `sim2real/envs/{task}.yaml`).
 Reproduce: at {at_commit}, `{card['command']}`, then `{export_cmd}` (exports and measures).
-{exp.get('note', '')}""")
+{exp.get('note', '')}{usage(entry, spec, card)}""")
 
 
 def _inputs_text(inputs: dict) -> str:
@@ -184,6 +233,7 @@ def main() -> None:
                 write_card(entry, task, randomize, measure(entry))
                 continue
             if args.rewrite_cards:
+                write_vecnormalize(entry)
                 old = json.loads((entry / "card.json").read_text())
                 write_card(entry, task, randomize, old["returns"], measured=old.get("measured"))
                 continue

@@ -36,3 +36,21 @@ def test_zoo_entries_are_complete():
     for entry in ENTRIES:
         for name in ("model.zip", "run.json", "card.json", "README.md"):
             assert (entry / name).exists(), f"{entry.name} lacks {name}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hopper-dr", "inverted_pendulum-nominal"])
+def test_the_cards_plain_sb3_recipe_reproduces_the_nominal_return(name):
+    """The card's 'Use it' code, run as a user would (SB3's VecNormalize.load + evaluate_policy)."""
+    import re
+    import subprocess
+    import sys
+
+    entry = ZOO / name
+    code = re.search(r"```python\n(.*?)```", (entry / "README.md").read_text(), re.S).group(1)
+    code = code.replace("n_eval_episodes=10", "n_eval_episodes=3")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ZOO.parent, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    mean = float(re.findall(r"-?\d+\.\d+", proc.stdout.strip().splitlines()[-1])[0])
+    card = json.loads((entry / "card.json").read_text())
+    assert mean == pytest.approx(card["returns"]["nominal"]["mean"], rel=0.15)
