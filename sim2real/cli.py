@@ -1,4 +1,4 @@
-"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server, log."""
+"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server, record, log."""
 
 from __future__ import annotations
 
@@ -154,6 +154,17 @@ def _cmd_robot_server(args: argparse.Namespace) -> None:
         server.close()
 
 
+def _cmd_record(args: argparse.Namespace) -> None:
+    from sim2real.robot.record import RecordConfig, record
+
+    cfg = RecordConfig(**config_values(args, RecordConfig))
+    out = record(cfg, args.out, args.import_module, parse_overrides(args.target_kwargs, flag="--target-kwargs"))
+    summary = json.loads((out / "record.json").read_text())
+    print(f"recorded {summary['episodes']} episodes, {summary['robot_steps']['total']:,} steps on {cfg.target}: "
+          f"mean return {sum(summary['returns']) / len(summary['returns']):.1f}; {out / 'transitions.jsonl'} "
+          f"(sim2real log {out})")
+
+
 def _cmd_log(args: argparse.Namespace) -> None:
     from collections import Counter
 
@@ -166,10 +177,8 @@ def _cmd_log(args: argparse.Namespace) -> None:
     table = Table(title=f"{args.run}: transition log")
     for col in ("phase", "episodes", "steps", "mean return", "killed mid-episode", "ended by"):
         table.add_column(col, justify="left" if col in ("phase", "ended by") else "right")
-    for phase in ("train", "eval"):
+    for phase in dict.fromkeys(e.phase for e in episodes):  # train, eval, record: in the order they appear
         mine = [e for e in episodes if e.phase == phase]
-        if not mine:
-            continue
         reasons = Counter(e.reason or "killed (no end record)" for e in mine)
         table.add_row(phase, f"{len(mine):,}", f"{sum(e.steps for e in mine):,}",
                       f"{sum(float(e.rewards.sum()) for e in mine) / len(mine):,.1f}",
@@ -380,11 +389,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     help="shared secret (default: $SIM2REAL_ROBOT_TOKEN, else a new one is printed)")
     rs.set_defaults(func=_cmd_robot_server)
 
+    rc = sub.add_parser("record", help="record episodes on a target (a policy, or a scripted excitation) into a transition log",
+                        formatter_class=DefaultsFormatter)
+    if command in (None, "record"):
+        from sim2real.robot.record import RecordConfig
+
+        add_config_args(rc, RecordConfig)
+        rc.add_argument("--out", required=True, help="folder for transitions.jsonl, record.json and run.json")
+        rc.add_argument("--import", dest="import_module", default=None, help="module that registers your env")
+        rc.add_argument("--target-kwargs", action="append", metavar="KEY=VALUE",
+                        help="keyword argument for the target's env factory or gym.make (YAML value; repeatable)")
+    rc.set_defaults(func=_cmd_record)
+
     lg = sub.add_parser("log", help="summarise a run's transition log (a robot run), or export it to Minari")
     lg.add_argument("run", help="a transfer run folder with transitions.jsonl")
     lg.add_argument("--minari", default=None, metavar="DATASET_ID", help="also write it as a Minari dataset")
     lg.add_argument("--minari-dir", default=None, help="where Minari stores it (default: Minari's, ~/.minari)")
-    lg.add_argument("--phase", choices=("train", "eval"), default=None, help="only this phase's episodes")
+    lg.add_argument("--phase", choices=("train", "eval", "record"), default=None, help="only this phase's episodes")
     lg.set_defaults(func=_cmd_log)
 
     ex = sub.add_parser("export", help="write a policy as one ONNX or TorchScript file for the robot's computer")

@@ -22,6 +22,7 @@ from sim2real.spec import SpecError
 from sim2real.transfer.run import TransferConfig, transfer
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA_SPEC = ROOT / "tests" / "data" / "pendulum_norm.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -360,3 +361,46 @@ def test_a_target_that_raises_ends_episodes_and_stops_cleanly_after_max_faults(t
     with pytest.raises(EmergencyStop, match="raised 4 times"):
         transfer(cfg, out=tmp_path / "stops", quiet=True)
     assert list((tmp_path / "stops" / "checkpoints").glob("step_*.zip"))
+
+
+def test_reset_hook_runs_before_each_reset_once_the_robot_has_moved(tmp_path):
+    homed = []
+    env = SafetyLayer(gym.make("InvertedPendulum-v5", max_episode_steps=5), SafetyConfig(stop_signal=None), tmp_path,
+                      reset_hook=lambda: homed.append(True))
+    env.reset(seed=0)
+    assert len(homed) == 1  # the robot's pose before the first reset is unknown: home it
+    env.reset(seed=1)
+    assert len(homed) == 1  # nothing moved since: no second homing (or a second prompt to the operator)
+    env.step(np.zeros(1, np.float32))
+    env.reset(seed=2)
+    assert len(homed) == 2
+
+
+@pytest.mark.parametrize("excitation", ["random", "chirp"])
+def test_record_an_excitation_within_the_limits(tmp_path, excitation):
+    from sim2real.robot.record import RecordConfig, record
+
+    limits = tmp_path / "limits.yaml"
+    limits.write_text("action_high: 0.5\naction_low: -0.5\nstop_signal: null\n")
+    cfg = RecordConfig(task=str(DATA_SPEC), target="tests.robot_stub:OneRobot", excitation=excitation, episodes=2,
+                       safety=str(limits))
+    out = record(cfg, tmp_path / "rec", target_kwargs={"max_episode_steps": 30})
+    episodes = read_log(out)
+    assert [e.phase for e in episodes] == ["record", "record"] and all(e.complete for e in episodes)
+    actions = np.concatenate([e.actions for e in episodes])
+    assert np.all(np.abs(actions) <= 0.5 + 1e-6) and actions.std() > 0.05  # inside the limits, and moving
+    summary = json.loads((out / "record.json").read_text())
+    assert summary["robot_steps"]["record"] == sum(e.steps for e in episodes) == stub.OneRobot.steps
+    with pytest.raises(FileExistsError):
+        record(cfg, tmp_path / "rec", target_kwargs={"max_episode_steps": 30})  # a recording is never overwritten
+
+
+def test_record_with_a_policy_and_clear_errors(tiny_pretrained, tmp_path):
+    from sim2real.robot.record import RecordConfig, record
+
+    out = record(RecordConfig(policy=str(tiny_pretrained), target="heavy", episodes=2), tmp_path / "rec")
+    assert len(read_log(out)) == 2
+    with pytest.raises(SpecError, match="exactly one"):
+        record(RecordConfig(target="heavy", episodes=2), tmp_path / "none")
+    with pytest.raises(SpecError, match="needs --task"):
+        record(RecordConfig(excitation="chirp"), tmp_path / "notask")

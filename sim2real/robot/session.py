@@ -135,10 +135,11 @@ class RobotSession:
     def stats(self) -> dict:
         """Robot steps, resets and seconds per phase, and the safety layer's interventions."""
         c = self.counter
+        phases = list(PHASES) + sorted(set(c.steps) - set(PHASES))  # train, eval, and any other (record)
         return {
-            "robot_steps": {**{p: int(c.steps[p]) for p in PHASES}, "total": int(sum(c.steps.values()))},
-            "robot_resets": {**{p: int(c.resets[p]) for p in PHASES}, "total": int(sum(c.resets.values()))},
-            "robot_seconds": {**{p: round(c.seconds[p], 3) for p in PHASES}, "total": round(sum(c.seconds.values()), 3)},
+            "robot_steps": {**{p: int(c.steps[p]) for p in phases}, "total": int(sum(c.steps.values()))},
+            "robot_resets": {**{p: int(c.resets[p]) for p in phases}, "total": int(sum(c.resets.values()))},
+            "robot_seconds": {**{p: round(c.seconds[p], 3) for p in phases}, "total": round(sum(c.seconds.values()), 3)},
             "interventions": dict(self.safety.counts) if self.safety is not None else {},
         }
 
