@@ -9,6 +9,7 @@ import os
 import sys
 
 import sim2real
+from sim2real.progress import console
 from sim2real.spec import SpecError
 
 
@@ -124,16 +125,15 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "robustness.json", json.dumps(sweep, indent=2))
     plot = plot_robustness(sweep, out / "robustness.png")
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"zero-shot return vs {args.param}")
     table.add_column("latency (steps)" if args.param == "action_delay" else "scale")
     for label in sweep["policies"]:
-        table.add_column(label)
+        table.add_column(label, overflow="fold")
     for i, s in enumerate(sweep["scales"]):
         table.add_row(f"{s:.2f}", *[f"{r['mean'][i]:.0f}" for r in sweep["policies"].values()])
-    Console().print(table)
+    console().print(table)
     print(f"plot: {plot}  data: {out / 'robustness.json'}")
 
 
@@ -168,7 +168,6 @@ def _cmd_record(args: argparse.Namespace) -> None:
 def _cmd_log(args: argparse.Namespace) -> None:
     from collections import Counter
 
-    from rich.console import Console
     from rich.table import Table
 
     from sim2real.robot.log import read_log, to_minari
@@ -183,7 +182,7 @@ def _cmd_log(args: argparse.Namespace) -> None:
         table.add_row(phase, f"{len(mine):,}", f"{sum(e.steps for e in mine):,}",
                       f"{sum(float(e.rewards.sum()) for e in mine) / len(mine):,.1f}",
                       f"{sum(not e.complete for e in mine):,}", ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
-    Console().print(table)
+    console().print(table)
     if args.minari:
         ds = to_minari(episodes, args.minari, args.minari_dir)
         print(f"Minari dataset {args.minari}: {ds.total_episodes} episodes, {ds.total_steps:,} steps")
@@ -205,7 +204,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     from sim2real.learning.artifacts import atomic_write_text
@@ -225,11 +223,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     table = Table(title=f"{args.policy}: {args.episodes} episodes per world, seed {args.seed}, "
                         f"{'stochastic' if args.stochastic else 'deterministic'} actions")
     for col in ("world", "return (mean ± std)", "episode length", "distance forward (m)"):
-        table.add_column(col, justify="left" if col == "world" else "right")
+        table.add_column(col, justify="left" if col == "world" else "right", overflow="fold")
     for world, res in results.items():
         dist = "—" if res.distances is None else f"{np.mean(res.distances):+.2f}"
         table.add_row(world, f"{res.mean:,.1f} ± {res.std:,.1f}", f"{np.mean(res.lengths):,.0f}", dist)
-    Console().print(table)
+    console().print(table)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

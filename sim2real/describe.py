@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from sim2real.fields import FIELDS
+from sim2real.progress import console as make_console
 from sim2real.spec import SpecError, available_tasks, load_spec
 from sim2real.worlds.make import sim_env_id, target_env_id
 from sim2real.worlds.physics import PhysicsModel
 
-console = Console()
+console = make_console()
 
 
 def list_tasks() -> None:
     table = Table(title="sim2real tasks (envs/*.yaml)")
     for col in ("task", "Gymnasium id", "pretraining", "randomised", "target worlds", "budgets (small/large)"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for task in available_tasks():
         try:
             s = load_spec(task)
@@ -65,7 +65,7 @@ def describe_task(task: str) -> None:
 
     t = Table(title="randomised in pretraining")
     for col in ("parameter", "element", "nominal", "op", "range", "distribution", "sampled range"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for p in spec.randomization.params:
         labels, slots = physics.resolve(p.field, p.names)
         for label, slot in zip(labels, slots):
@@ -91,7 +91,7 @@ def describe_task(task: str) -> None:
 
     w = Table(title="target worlds")
     for col in ("world", "Gymnasium id", "physics (nominal -> shifted)", "effects", "task"):
-        w.add_column(col)
+        w.add_column(col, overflow="fold")
     for name, target in spec.targets.items():
         changes = []
         for s in target.physics:

@@ -49,3 +49,11 @@ class Progress:
     def close(self, done: int, extra: str = "") -> None:
         self.stream.write(("\r\033[K" if self.tty else "") + self.line(done, extra) + "\n")
         self.stream.flush()
+
+
+def console():
+    """A rich Console for tables: the terminal's width, or a wide one when piped (``| cat``, a file), where
+    rich would otherwise assume 80 columns and cut the very names a user must type."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=240)

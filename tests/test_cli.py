@@ -28,6 +28,15 @@ def test_envs_lists_tasks():
         assert task in out
 
 
+def test_piped_tables_never_cut_the_names_a_user_types():
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # piped, as `sim2real envs | cat`
+    for args in (["envs"], ["envs", "inverted_pendulum"]):
+        out = subprocess.run([sys.executable, "-m", "sim2real", *args], capture_output=True, text=True, env=env,
+                             timeout=300).stdout
+        assert "…" not in out
+    assert "sim2real/InvertedPendulum-real-v0" in out
+
+
 def test_envs_task_shows_parameters_and_worlds():
     out = run("envs", "hopper").stdout
     assert "body_mass" in out and "torso" in out and "3.665" in out
