@@ -145,7 +145,7 @@ def test_transfer_options_reach_every_run_and_bad_ones_fail_before_anything_is_w
     assert json.loads((run / "run.json").read_text())["config"]["lr_scale"] == 0.3
 
 
-@pytest.mark.parametrize("name", ["hopper-small"])
+@pytest.mark.parametrize("name", ["hopper-small", "hopper-grid-small"])
 def test_sim2real_report_reproduces_a_committed_study(name, tmp_path):
     """The README quotes docs/results/<study>: rebuilding its report from its run folders gives the same numbers."""
     import shutil
