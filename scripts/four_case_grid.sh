@@ -2,14 +2,14 @@
 # The four-case grid on Hopper: a small and a large target budget x a similar and a different target,
 # every strategy, 5 seeds, from the shipped DR policy (policies/hopper-dr).
 #
-#   similar:   heavy_torso      -- torso x1.2, friction x0.85; the DR policy keeps ~73% of its sim return
+#   similar:   heavy_torso      -- torso x1.2, friction x0.85; the DR policy keeps 81% of its sim return
 #   different: real_backwards   -- the 'real' world, and the reward asks for hopping backwards
 #   different: heavy_torso_slow -- heavy_torso's physics, and the reward asks for hopping at 1 m/s: a new
 #              task close to the pretrained one (real_backwards turned out to reward standing still:
 #              scratch stands for 1,000 steps and moves 0.1 m, which earns as much as the first 60k steps
 #              of learning to hop backwards)
 #
-# Hopper's 'real' world is not used as the similar target: the DR policy keeps only ~8% of its sim
+# Hopper's 'real' world is not used as the similar target: the DR policy keeps only 11% of its sim
 # return there, so the classifier (rightly) calls it a different task, and the grid would then
 # measure cases 2 and 4 twice instead of all four. The default study covers 'real'.
 #
