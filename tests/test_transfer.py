@@ -221,3 +221,18 @@ def test_python_api_mirrors_the_cli(tiny_pretrained, tmp_path):
     cfg = sim2real.TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="zero-shot", **FAST)
     run = sim2real.run_transfer(cfg, out=tmp_path / "api")
     assert (run / "result.json").exists()
+
+
+def test_zero_shot_is_a_flat_tensorboard_line_and_runs_carry_hparams(tiny_pretrained, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="zero-shot", budget=256, **FAST)
+    run = transfer(cfg, out=tmp_path / "zs", quiet=True)
+    events = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0}).Reload()
+    line = events.Scalars("eval/target/mean_return")
+    assert [e.step for e in line] == [0, 256] and line[0].value == line[1].value
+    assert events.PluginTagToContent("hparams"), "no hparams written"
+    run = transfer(TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="finetune", budget=128, **FAST),
+                   out=tmp_path / "ft", quiet=True)
+    events = EventAccumulator(str(next((run / "tb").glob("events*")).parent)).Reload()
+    assert events.PluginTagToContent("hparams"), "a training run carries its hparams too"

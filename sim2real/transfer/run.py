@@ -303,6 +303,13 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
             zs = evaluate(model, eval_env, eval_episodes, obs_rms=pre.obs_rms, seed=eval_seed)
         home_venv.close()
         (run_dir / "evaluations.csv").write_text(f"step,target\n0,{zs.mean:.6g}\n")
+        # A flat line over the budget, so the zero-shot baseline overlays the learning curves in TensorBoard.
+        logger = _tb_logger(run_dir, cfg, strategy)
+        for step in (0, budget):
+            for tag in ("eval/target/mean_return", "eval/mean_reward"):
+                logger.record(tag, zs.mean)
+            logger.dump(step)
+        logger.close()
         return _finish(run_dir, cfg, strategy, budget, zs.returns, None, "no training",
                        {"training": 0, "evaluation": eval_steps + zs.steps}, session)
 
@@ -336,7 +343,7 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     if not quiet:
         print(f"{strategy}: {what}")
 
-    model.set_logger(_tb_logger(run_dir))
+    model.set_logger(_tb_logger(run_dir, cfg, strategy))
     eval_cb = EvalCallback(run_dir, {"target": eval_env}, eval_every, eval_episodes, seed=eval_seed,
                            shares_training_env=on_robot, phase=phase)
     callbacks = [eval_cb, CheckpointCallback(run_dir, max(budget // 4, 1))]
@@ -382,10 +389,15 @@ class RobotGuard(BaseCallback):
         return self.session.stats()["robot_steps"]["total"] + reserve < self.total_budget
 
 
-def _tb_logger(run_dir: Path):
-    from stable_baselines3.common.logger import configure
+def _tb_logger(run_dir: Path, cfg: TransferConfig, strategy: str):
+    """SB3's logger into ``tb/``, with the run's settings as TensorBoard hparams (filter and compare runs by them)."""
+    from stable_baselines3.common.logger import HParam, configure
 
-    return configure(str(run_dir / "tb"), ["tensorboard", "csv"])
+    logger = configure(str(run_dir / "tb"), ["tensorboard", "csv"])
+    hparams = {"strategy": strategy, "target": cfg.target, "seed": cfg.seed, "lr_scale": cfg.lr_scale,
+               "feature_layers": cfg.feature_layers, "norm": cfg.norm, "budget": str(cfg.budget)}
+    logger.record("hparams", HParam(hparams, {"eval/target/mean_return": 0.0}), exclude=("stdout", "log", "csv"))
+    return logger
 
 
 def _finish(run_dir: Path, cfg: TransferConfig, strategy: str, budget: int, final_returns: list[float],
