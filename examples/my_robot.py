@@ -1,10 +1,11 @@
 """A robot env module to copy: what sim2real needs from your robot, with a simulated body so it runs today.
 
-    sim2real transfer policies/hopper-dr --target my_robot:make_robot --safety examples/robot_limits.yaml \
-        --target-kwargs port=/dev/ttyUSB0 --budget 5000 --out runs/robot/hopper-try1
+    cd examples
+    sim2real transfer ../policies/hopper-dr --target my_robot:make_robot --safety robot_limits.yaml \
+        --target-kwargs port=/dev/ttyUSB0 --budget 5000 --out ../runs/robot/hopper-try1
 
-(run from the folder holding my_robot.py: the current directory is importable). Replace the three
-marked calls with your robot's driver; keep the rest.
+(the current directory is importable; from the repository root, --target examples.my_robot:make_robot works
+too). Replace the three marked calls with your robot's driver; keep the rest.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ class MyRobot(gym.Env):
     """Hopper-shaped robot: 11 observations, 3 torque commands in [-1, 1], 125 Hz.
 
     What the env must do:
-    - observation_space / action_space: the *same shapes* as the sim task's (``sim2real envs hopper``
-      lists them), observations in the same order and units (positions in m and rad, velocities in
+    - observation_space / action_space: the *same shapes* as the sim task's (``gym.make("Hopper-v5")``
+      has them), observations in the same order and units (positions in m and rad, velocities in
       m/s and rad/s, the sim's joint order). A different order is the most common silent failure.
     - reset(): bring the robot to its start pose (or wait for a person: ``human_reset: true`` in the
       safety file) and return the first observation.

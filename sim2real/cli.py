@@ -317,8 +317,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         add_config_args(x, TransferConfig)
         x.add_argument("--steps", type=int, default=None, help="target training steps (overrides --budget)")
         x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter (YAML value)")
-        x.add_argument("--target-kwargs", action="append", metavar="KEY=VALUE",
-                       help="keyword argument for the target's env factory or gym.make (YAML value; repeatable)")
+        x.add_argument("--target-kwargs", action="extend", nargs="+", metavar="KEY=VALUE",
+                       help="keyword arguments for the target's env factory or gym.make (YAML values)")
         x.add_argument("--out", default=None, help="run folder (default runs/transfer/<task>/<target>/<strategy>/s<seed>)")
         x.add_argument("--resume", action="store_true",
                        help="continue a killed or stopped run (same settings) from its newest complete checkpoint")
@@ -395,8 +395,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         add_config_args(rc, RecordConfig)
         rc.add_argument("--out", required=True, help="folder for transitions.jsonl, record.json and run.json")
         rc.add_argument("--import", dest="import_module", default=None, help="module that registers your env")
-        rc.add_argument("--target-kwargs", action="append", metavar="KEY=VALUE",
-                        help="keyword argument for the target's env factory or gym.make (YAML value; repeatable)")
+        rc.add_argument("--target-kwargs", action="extend", nargs="+", metavar="KEY=VALUE",
+                        help="keyword arguments for the target's env factory or gym.make (YAML values)")
     rc.set_defaults(func=_cmd_record)
 
     lg = sub.add_parser("log", help="summarise a run's transition log (a robot run), or export it to Minari")

@@ -404,3 +404,23 @@ def test_record_with_a_policy_and_clear_errors(tiny_pretrained, tmp_path):
         record(RecordConfig(target="heavy", episodes=2), tmp_path / "none")
     with pytest.raises(SpecError, match="needs --task"):
         record(RecordConfig(excitation="chirp"), tmp_path / "notask")
+
+
+def test_target_kwargs_take_several_pairs_after_one_flag():
+    from sim2real.cli import build_parser, parse_overrides
+
+    args = build_parser("transfer").parse_args(["transfer", "policies/hopper-dr", "--target", "sim2real.robot.remote:RemoteRobotEnv",
+                                                "--target-kwargs", "address=tcp://127.0.0.1:5555", "token=s3cret",
+                                                "--target-kwargs", "timeout_ms=500"])
+    assert parse_overrides(args.target_kwargs) == {"address": "tcp://127.0.0.1:5555", "token": "s3cret",
+                                                   "timeout_ms": 500}
+
+
+def test_a_stop_file_left_behind_is_a_clear_error_not_an_instant_stop(tiny_pretrained, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "STOP").write_text("")
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="tests.robot_stub:OneRobot", strategy="zero-shot",
+                         eval_episodes=1)
+    with pytest.raises(FileExistsError, match="STOP exists .* remove it"):
+        transfer(cfg, out=tmp_path / "run", quiet=True)
+    assert stub.OneRobot.steps == 0

@@ -172,6 +172,9 @@ def _transfer(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int,
     """Build the target (once for a robot), then run."""
     on_robot = cfg.on_robot(spec)
     safety = None if cfg.no_safety or not on_robot else (load_safety(cfg.safety) if cfg.safety else SafetyConfig())
+    if safety is not None and safety.stop_file and (run_dir / safety.stop_file).exists():
+        # A stop file left from an emergency stop would stop the run again at its first step.
+        raise FileExistsError(f"{run_dir / safety.stop_file} exists (an emergency stop); remove it to run")
     raw_target = resolve_target(spec, cfg.target, cfg.import_module, cfg.target_kwargs)
     target_env = raw_target()
     home = make_target_env(spec.path, "nominal")
@@ -213,7 +216,8 @@ def _transfer(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int,
 
 # Settings a resumed run must share with the run it continues.
 RESUME_KEYS = ("policy", "target", "strategy", "budget", "seed", "feature_layers", "lr_scale", "freeze_layers",
-               "reinit_head", "freeze_critic_features", "norm", "reset_exploration", "critic_warmup", "overrides")
+               "reinit_head", "freeze_critic_features", "norm", "reset_exploration", "critic_warmup", "overrides",
+               "robot", "safety", "no_safety", "max_episode_steps", "budget_includes_eval")
 
 
 def _resume_point(run_dir: Path, cfg: TransferConfig) -> Path | None:
