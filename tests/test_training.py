@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,49 @@ def test_tensorboard_scalars_land_where_sb3_puts_them(tmp_path):
     assert all(s % 128 == 0 for s in steps["train/approx_kl"])
     assert steps["eval/mean_reward"] == steps["eval/sim/mean_return"]  # SB3's tag beside the per-world ones
     assert "eval/mean_ep_length" in steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_kill_9_during_pretraining_then_resume_reaches_the_same_total(algo, tmp_path):
+    """kill -9 of pretraining at 4 random moments, `--resume` after each: the run ends at its planned total,
+    its curve has each step once, no temp file is left, and nothing was unpickled on the way (weights only)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    overrides = TINY if algo == "ppo" else {"learning_starts": 64, "batch_size": 32,
+                                            "policy_kwargs": {"net_arch": [16, 16]}}
+    steps = 6000 if algo == "ppo" else 2000
+    code = (f"from sim2real.learning.pretrain import PretrainConfig, pretrain\n"
+            f"import sys\n"
+            f"pretrain(PretrainConfig(task={str(DATA / 'pendulum_norm.yaml')!r}, algo={algo!r}, steps={steps}, "
+            f"eval_every=500, eval_episodes=1, checkpoint_every=256, overrides={overrides!r}), out={str(out)!r}, "
+            f"resume=sys.argv[1] == '1')\n")
+    root = Path(__file__).resolve().parents[1]
+    rng = np.random.default_rng(1)
+    kills = 0
+    for delay in rng.uniform(1.0, 4.0, size=4):
+        proc = subprocess.Popen([sys.executable, "-c", code, "1" if (out / "run.json").exists() else "0"], cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (out / "evaluations.csv").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the kill lands once training has started (imports take seconds)
+        time.sleep(delay)
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read()
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    if not (out / "model.zip").exists():
+        proc = subprocess.run([sys.executable, "-c", code, "1"], cwd=root, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    assert kills >= 2
+    manifest = json.loads((out / "model.manifest.json").read_text())
+    assert manifest["num_timesteps"] >= steps
+    rows = [int(r.split(",")[0]) for r in (out / "evaluations.csv").read_text().split()[1:]]
+    assert rows == sorted(set(rows)), rows
+    assert not list(out.rglob(".*tmp*"))

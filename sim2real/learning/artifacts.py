@@ -119,6 +119,24 @@ class RunLock:
         self.release()
 
 
+def supersede_evaluations(csv: Path, after: int) -> None:
+    """Rows past the resume step will be measured again: move them aside (kept, not deleted), so no step repeats."""
+    if not csv.exists():
+        return
+    lines = csv.read_text().splitlines()
+    if len(lines) < 2:
+        return
+    keep = [lines[0]] + [row for row in lines[1:] if float(row.split(",")[0]) <= after]
+    gone = [row for row in lines[1:] if float(row.split(",")[0]) > after]
+    if gone:
+        old = csv.with_name("evaluations.superseded.csv")
+        with old.open("a") as f:
+            if old.stat().st_size == 0:
+                f.write(lines[0] + "\n")
+            f.write("\n".join(gone) + "\n")
+        atomic_write_text(csv, "\n".join(keep) + "\n")
+
+
 def note_resume(run_dir: Path, **facts: Any) -> None:
     """Record this resume (command, time, ``facts``) in run.json's ``resumed`` list; the original record stays.
 

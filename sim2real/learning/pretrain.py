@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from sim2real.learning.artifacts import (
     note_resume,
     restore_checkpoint,
     save_checkpoint,
+    supersede_evaluations,
     write_run_info,
 )
 from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback, RandomizationLogger
@@ -203,6 +205,9 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
         write_run_info(run_dir, config)
     else:
         note_resume(run_dir)
+        # Evaluations after the checkpoint will be measured again: move them aside, so each step appears once.
+        step = json.loads(checkpoint.with_name(f"{checkpoint.stem}.manifest.json").read_text())["num_timesteps"]
+        supersede_evaluations(run_dir / "evaluations.csv", after=step)
 
     # ---- environments (as the policy sees them: with its inputs)
     inputs = spec.observation

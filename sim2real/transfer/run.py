@@ -28,6 +28,7 @@ from sim2real.learning.artifacts import (
     note_resume,
     restore_checkpoint,
     save_checkpoint,
+    supersede_evaluations,
     write_run_info,
 )
 from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback
@@ -237,26 +238,8 @@ def _resume_point(run_dir: Path, cfg: TransferConfig) -> Path | None:
     step = 0 if checkpoint is None else json.loads(
         checkpoint.with_name(f"{checkpoint.stem}.manifest.json").read_text())["num_timesteps"]
     # Without a checkpoint the run starts again at step 0 and measures step 0 again: every row goes aside.
-    _supersede_evaluations(run_dir / "evaluations.csv", after=step if checkpoint is not None else -1)
+    supersede_evaluations(run_dir / "evaluations.csv", after=step if checkpoint is not None else -1)
     return checkpoint
-
-
-def _supersede_evaluations(csv: Path, after: int) -> None:
-    """Rows past the resume step will be measured again: move them aside (kept, not deleted), so no step repeats."""
-    if not csv.exists():
-        return
-    lines = csv.read_text().splitlines()
-    if len(lines) < 2:
-        return
-    keep = [lines[0]] + [row for row in lines[1:] if float(row.split(",")[0]) <= after]
-    gone = [row for row in lines[1:] if float(row.split(",")[0]) > after]
-    if gone:
-        old = csv.with_name("evaluations.superseded.csv")
-        with old.open("a") as f:
-            if old.stat().st_size == 0:
-                f.write(lines[0] + "\n")
-            f.write("\n".join(gone) + "\n")
-        atomic_write_text(csv, "\n".join(keep) + "\n")
 
 
 def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_dir: Path, env_fn, eval_env,
