@@ -186,3 +186,19 @@ def test_kill_9_during_pretraining_then_resume_reaches_the_same_total(algo, tmp_
     rows = [int(r.split(",")[0]) for r in (out / "evaluations.csv").read_text().split()[1:]]
     assert rows == sorted(set(rows)), rows
     assert not list(out.rglob(".*tmp*"))
+
+
+def test_resume_before_the_first_checkpoint_starts_again_in_place(tmp_path):
+    out = pretrain(cfg(), out=tmp_path / "run")
+    # What a kill before the first checkpoint leaves: run.json and a curve, no checkpoint, no model.
+    import shutil
+
+    shutil.rmtree(out / "checkpoints")
+    for f in out.glob("model*"):
+        f.unlink()
+    pretrain(cfg(), out=out, resume=True)
+    steps = [int(r.split(",")[0]) for r in (out / "evaluations.csv").read_text().split()[1:]]
+    assert steps == sorted(set(steps)) and steps[0] == 0
+    assert (out / "evaluations.superseded.csv").exists()
+    assert len(json.loads((out / "run.json").read_text())["resumed"]) == 1
+    assert PPO.load(out / "model.zip").num_timesteps == 256

@@ -188,25 +188,30 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
         if removed:
             print(f"removed an incomplete checkpoint a crash left behind: {', '.join(sorted(removed))}")
     checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and not (run_dir / "run.json").exists():
+        raise FileNotFoundError(f"{run_dir}: nothing to resume (no run.json); start the run without --resume")
     if resume and checkpoint is None:
-        raise FileNotFoundError(f"{run_dir}: no complete checkpoint to resume from; start a new run with another --out")
+        print(f"{run_dir}: killed before its first checkpoint; starting again from step 0 "
+              "(its evaluations so far move to evaluations.superseded.csv)")
     if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
         raise FileExistsError(f"{run_dir} holds checkpoints of an unfinished run; use --resume or another --out")
     with RunLock(run_dir):
-        return _pretrain(cfg, spec, algo, total, n_envs, run_dir, checkpoint)
+        return _pretrain(cfg, spec, algo, total, n_envs, run_dir, checkpoint, resume)
 
 
-def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run_dir: Path, checkpoint) -> Path:
+def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run_dir: Path, checkpoint,
+              resume: bool) -> Path:
     set_threads(cfg.threads)
     set_random_seed(cfg.seed)
 
     config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "spec": spec.model_dump()}
-    if checkpoint is None:
+    if not resume:
         write_run_info(run_dir, config)
     else:
         note_resume(run_dir)
         # Evaluations after the checkpoint will be measured again: move them aside, so each step appears once.
-        step = json.loads(checkpoint.with_name(f"{checkpoint.stem}.manifest.json").read_text())["num_timesteps"]
+        step = -1 if checkpoint is None else \
+            json.loads(checkpoint.with_name(f"{checkpoint.stem}.manifest.json").read_text())["num_timesteps"]
         supersede_evaluations(run_dir / "evaluations.csv", after=step)
 
     # ---- environments (as the policy sees them: with its inputs)
