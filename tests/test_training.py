@@ -202,3 +202,13 @@ def test_resume_before_the_first_checkpoint_starts_again_in_place(tmp_path):
     assert (out / "evaluations.superseded.csv").exists()
     assert len(json.loads((out / "run.json").read_text())["resumed"]) == 1
     assert PPO.load(out / "model.zip").num_timesteps == 256
+
+
+def test_default_run_folders_of_a_spec_path_stay_under_runs():
+    from sim2real.learning.pretrain import default_pretrain_dir
+    from sim2real.transfer.run import TransferConfig, default_transfer_dir
+
+    spec = str(DATA / "pendulum_norm.yaml")  # absolute: joined as is, it used to put the run beside the spec
+    assert default_pretrain_dir(PretrainConfig(task=spec), "ppo") == Path("runs/pretrain/pendulum_norm-dr-ppo-s0")
+    assert default_transfer_dir(spec, TransferConfig(policy="p", target="heavy")) == \
+        Path("runs/transfer/pendulum_norm/heavy/finetune/s0")

@@ -152,7 +152,8 @@ def default_eval_world(spec) -> str:
 
 def default_pretrain_dir(cfg: PretrainConfig, algo: str) -> Path:
     kind = "dr" if cfg.randomize else "nominal"
-    return Path("runs") / "pretrain" / f"{cfg.task}-{kind}-{algo}-s{cfg.seed}"
+    # A task given as a spec path is named by its file: an absolute path would otherwise replace runs/pretrain.
+    return Path("runs") / "pretrain" / f"{Path(cfg.task).stem}-{kind}-{algo}-s{cfg.seed}"
 
 
 def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = False) -> Path:

@@ -119,7 +119,7 @@ class TransferConfig:
 
 
 def default_transfer_dir(task: str, cfg: TransferConfig) -> Path:
-    return Path("runs") / "transfer" / task / cfg.target.replace(":", "_").replace("/", "_") / cfg.strategy / f"s{cfg.seed}"
+    return Path("runs") / "transfer" / Path(task).stem / cfg.target.replace(":", "_").replace("/", "_") / cfg.strategy / f"s{cfg.seed}"
 
 
 def build_model(pre: Pretrained, venv, spec: TaskSpec, cfg: TransferConfig, budget: int, fresh: bool):
