@@ -165,6 +165,33 @@ def _cmd_record(args: argparse.Namespace) -> None:
           f"(sim2real log {out})")
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from sim2real.calibration.run import calibrate
+    from sim2real.spec import load_spec
+
+    spec = load_spec(args.task)
+    out = Path(args.out) if args.out else Path(args.data) / "calibration"
+    result = calibrate(spec, args.data, out, params=args.params, window=args.window, max_delay=args.max_delay,
+                       delay=args.delay, obs_bias=args.obs_bias, phase=args.phase,
+                       log=None if args.quiet else lambda line: print(line, flush=True))
+    table = Table(title=f"calibration of {spec.name} from {result.steps:,} steps ({result.seconds:.0f} s)")
+    for col in ("parameter", "fitted", "95% interval", "truth"):
+        table.add_column(col, justify="left" if col == "parameter" else "right")
+    for lab in result.labels:
+        truth = result.truth.get(lab)
+        table.add_row(lab, f"{result.values[lab]:.4g}", f"±{result.intervals[lab]:.3g}",
+                      "-" if truth is None else f"{truth:.4g}")
+    truth_delay = result.truth.get("delay")
+    table.add_row("action delay (steps)", str(result.delay), "-", "-" if truth_delay is None else str(int(truth_delay)))
+    console().print(table)
+    print(f"residual RMS {result.rms_before:.4g} (nominal sim) -> {result.rms_after:.4g} (calibrated); "
+          f"{out / 'calibrated.yaml'}, report {out / 'report.html'}")
+
+
 def _cmd_log(args: argparse.Namespace) -> None:
     from collections import Counter
 
@@ -398,6 +425,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         rc.add_argument("--target-kwargs", action="extend", nargs="+", metavar="KEY=VALUE",
                         help="keyword arguments for the target's env factory or gym.make (YAML values)")
     rc.set_defaults(func=_cmd_record)
+
+    cb = sub.add_parser("calibrate", help="fit the simulator to a recorded transition log (mujoco.sysid)",
+                        formatter_class=DefaultsFormatter)
+    cb.add_argument("task", help="the task the data come from (a name or spec file)")
+    cb.add_argument("data", help="a recording (sim2real record) or robot run folder, or its transitions.jsonl")
+    cb.add_argument("--params", nargs="+", default=None, metavar="FIELD/NAME",
+                    help="scales to fit, e.g. body_mass/torso actuator_gear/all motor/saturation "
+                         "(default: the spec's calibration.params)")
+    cb.add_argument("--window", type=int, default=None,
+                    help="control steps per shooting window (default: the spec's calibration.window)")
+    cb.add_argument("--max-delay", type=int, default=3, help="largest action delay tried (steps)")
+    cb.add_argument("--delay", type=int, default=None, help="a known action delay (default: fitted)")
+    cb.add_argument("--obs-bias", action="store_true", help="also fit a constant bias per observation entry")
+    cb.add_argument("--phase", choices=("train", "eval", "record"), default=None,
+                    help="only this phase's episodes of the log")
+    cb.add_argument("--out", default=None, help="output folder (default: DATA/calibration)")
+    cb.add_argument("--quiet", action="store_true", help="no per-delay progress lines")
+    cb.set_defaults(func=_cmd_calibrate)
 
     lg = sub.add_parser("log", help="summarise a run's transition log (a robot run), or export it to Minari")
     lg.add_argument("run", help="a transfer run folder with transitions.jsonl")

@@ -5,13 +5,11 @@ Everything is rebuilt from the run folders alone (``sim2real report DIR``).
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 import math
 from pathlib import Path
 
-import markdown
 import matplotlib
 
 matplotlib.use("Agg")
@@ -22,6 +20,7 @@ from sim2real.learning.artifacts import atomic_write_text  # noqa: E402
 from sim2real.learning.evaluation import evaluate  # noqa: E402
 from sim2real.learning.loading import load_for_evaluation  # noqa: E402
 from sim2real.metrics import THRESHOLD_FRACTION, Curve, probability_of_improvement, strategy_metrics  # noqa: E402
+from sim2real.pages import md_table, write_report  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, classify  # noqa: E402
 from sim2real.worlds.inputs import WithInputs  # noqa: E402
@@ -267,12 +266,6 @@ def metrics_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
-def _md_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
-
-
 def case_lines(metrics: dict) -> list[str]:
     lines = []
     for target, t in metrics["targets"].items():
@@ -323,23 +316,10 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
         return "\n".join([
             f"# Transfer report: {metrics['task']}", "", header, "", *seeds_note, "## Sim-to-real gap", gaps, "",
             "## Which case, and did the recommendation hold?", *[f"- {x}" for x in case_lines(metrics)], "",
-            "## Metrics", "", _md_table(rows), "", *[image(p) + "\n" for p in images], "",
+            "## Metrics", "", md_table(rows), "", *[image(p) + "\n" for p in images], "",
             "## Definitions", DEFINITIONS, "## Reproducibility", repro, ""])
 
-    atomic_write_text(study_dir / "report.md", document(lambda p: f"![{p.stem}]({p.name})"))
-
-    def inline(p: Path) -> str:
-        return f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-
-    # One document, two renderings: the HTML is Python-Markdown's rendering of the same text.
-    body = markdown.markdown(document(inline), extensions=["tables"])
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}code{background:#f4f4f4}"
-             "blockquote{border-left:4px solid #e0a000;margin:1em 0;padding:0.2em 1em;background:#fff8e0}")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>sim2real report</title><style>{style}</style></head><body>{body}</body></html>"
-    atomic_write_text(study_dir / "report.html", page)
-    return study_dir / "report.md"
+    return write_report(study_dir, document, "sim2real report", atomic_write_text)
 
 
 def write_tensorboard_layout(study_dir: Path) -> None:

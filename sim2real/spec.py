@@ -270,6 +270,20 @@ class Robustness(StrictModel):
         return self
 
 
+class Calibration(StrictModel):
+    """How a calibration (``sim2real calibrate``) reads the simulator state from an observation.
+
+    A robot reports observations, not simulator internals: the state a recorded window starts from
+    is rebuilt from the observation, ``[qpos[qpos_skip:], qvel]`` for the MuJoCo tasks (the skipped
+    x position changes nothing in the dynamics), with the skipped entries at 0.
+    """
+
+    qpos_skip: int = Field(default=0, ge=0, description="leading qpos entries the observation leaves out")
+    qvel_clip: float | None = Field(default=None, gt=0, description="the env clips observed velocities at this bound")
+    params: list[str] = Field(default_factory=list, description="what `calibrate` fits by default: FIELD/NAME|all")
+    window: int = Field(default=20, ge=1, le=200, description="control steps per shooting window (see calibrate)")
+
+
 class TaskSpec(StrictModel):
     name: str
     env_id: str
@@ -284,6 +298,7 @@ class TaskSpec(StrictModel):
     budgets: Budgets
     solved_return: float | None = Field(default=None, description="return in the nominal sim that counts as competent")
     robustness: Robustness | None = None
+    calibration: Calibration | None = None
     path: str = ""
 
     @model_validator(mode="after")

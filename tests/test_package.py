@@ -12,15 +12,15 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "sim2real"
 # Each layer may import itself and the layers after it in this list, never one before it.
-LAYERS = ["top", "transfer", "robot", "learning", "worlds", "base"]
-BASE = {"spec", "progress", "fields", "options"}
+LAYERS = ["top", "transfer", "calibration", "robot", "learning", "worlds", "base"]
+BASE = {"spec", "progress", "fields", "options", "pages"}
 
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
     if parts[0] != "sim2real" or len(parts) == 1:
         return "top"
-    if parts[1] in ("transfer", "robot", "learning", "worlds"):
+    if parts[1] in ("transfer", "calibration", "robot", "learning", "worlds"):
         return parts[1]
     return "base" if parts[1] in BASE else "top"
 

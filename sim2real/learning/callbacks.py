@@ -66,8 +66,9 @@ class EvalCallback(BaseCallback):
 
     def __init__(self, run_dir: Path, worlds: dict[str, gym.Env | Callable[[], gym.Env]], every: int, episodes: int,
                  seed: int = 0, keep_best: bool = False, shares_training_env: bool = False,
-                 phase: Callable[[str], AbstractContextManager] | None = None):
+                 phase: Callable[[str], AbstractContextManager] | None = None, start_step: int = 0):
         super().__init__()
+        self.start_step = start_step  # where the curve starts (a budget partly spent before training: > 0)
         self.shared = shares_training_env
         self._ending = False
         self.phase = phase or (lambda name: nullcontext())
@@ -96,9 +97,9 @@ class EvalCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every + 1) * self.every  # a resumed run: the next due step, not now
-        if self.num_timesteps == 0:
-            self.run_eval()  # step 0: the starting point of every curve
-            self._next = self.every
+        if self.num_timesteps == self.start_step:
+            self.run_eval()  # the starting point of every curve
+            self._next = (self.num_timesteps // self.every + 1) * self.every
 
     def _due(self) -> None:
         if self.num_timesteps >= self._next:

@@ -42,6 +42,7 @@ from sim2real.robot.remote import RobotLinkError
 from sim2real.robot.safety import EmergencyStop, SafetyConfig, load_safety
 from sim2real.robot.session import RobotSession
 from sim2real.spec import TaskSpec
+from sim2real.transfer.adapt import calibrate_and_adapt
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, CaseDecision, classify
 from sim2real.transfer.strategies import STRATEGIES, apply_strategy
 from sim2real.worlds.inputs import WithInputs, with_inputs
@@ -90,6 +91,10 @@ class TransferConfig:
                                                  "a TimeLimit)", metavar="N")
     budget_includes_eval: bool = option(False, "the budget counts every target step, evaluation included "
                                                "(training stops early enough for the final evaluation)")
+    calibrate_episodes: int = option(5, "calibrate: target episodes recorded for the fit (they count against the "
+                                        "budget)")
+    calibrate_sim_steps: int = option(100_000, "calibrate: sim steps in the calibrated randomised sim before "
+                                               "fine-tuning on the target")
     overrides: dict[str, Any] | None = option(None, "hyperparameter overrides on the target (--set KEY=VALUE)",
                                             cli=False)
     target_kwargs: dict[str, Any] | None = option(None, "keyword arguments for the target's env factory "
@@ -110,6 +115,9 @@ class TransferConfig:
                 raise TransferError(f"--{name.replace('_', '-')} {value}: must be at least 1")
         if isinstance(self.budget, int) and self.budget < 1:
             raise TransferError(f"--budget {self.budget}: must be at least 1 target step")
+        if self.calibrate_episodes < 1 or self.calibrate_sim_steps < 0:
+            raise TransferError(f"--calibrate-episodes {self.calibrate_episodes} / --calibrate-sim-steps "
+                                f"{self.calibrate_sim_steps}: at least 1 episode and 0 steps")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise TransferError(f"--max-episode-steps {self.max_episode_steps}: must be at least 1")
 
@@ -208,7 +216,8 @@ def _transfer(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int,
         eval_env = with_inputs(target_env, pre.inputs)
         phase = None
     try:
-        return _run(cfg, pre, spec, budget, run_dir, env_fn, eval_env, session, phase, quiet, checkpoint)
+        return _run(cfg, pre, spec, budget, run_dir, env_fn, eval_env, session, phase, quiet, checkpoint,
+                    target_factory=raw_target)
     finally:
         eval_env.close()
         if session is not None:
@@ -243,7 +252,8 @@ def _resume_point(run_dir: Path, cfg: TransferConfig) -> Path | None:
 
 
 def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_dir: Path, env_fn, eval_env,
-         session: RobotSession | None, phase, quiet: bool, checkpoint: Path | None = None) -> Path:
+         session: RobotSession | None, phase, quiet: bool, checkpoint: Path | None = None,
+         target_factory=None) -> Path:
     on_robot = session is not None
     task_changed = bool(cfg.target in spec.targets and spec.targets[cfg.target].task_variant)
     # A robot's evaluations cost wall-clock time and wear: fewer episodes, about four evaluations a run.
@@ -300,6 +310,12 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
         return _finish(run_dir, cfg, strategy, budget, zs.returns, None, "no training",
                        {"training": 0, "evaluation": eval_steps + zs.steps}, session)
 
+    recorded = 0
+    if strategy == "calibrate":  # record, fit the sim, continue there; then fine-tune what comes out
+        pre, recorded = calibrate_and_adapt(cfg, pre, spec, run_dir, target_factory, session, home_venv, quiet)
+        if recorded >= budget:
+            raise TransferError(f"calibrate: recording took {recorded:,} target steps, the whole budget of "
+                                f"{budget:,}; lower --calibrate-episodes or raise --budget")
     home_venv.close()
     venv = make_vec_env(env_fn, 1, cfg.seed)
     gamma = pre.hyperparams.get("gamma", 0.99)
@@ -316,6 +332,8 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     if cfg.reset_exploration is not None:
         reset_exploration(model, cfg.reset_exploration)
     model.critic_warmup_updates = cfg.critic_warmup
+    if recorded and checkpoint is None:
+        model.num_timesteps = recorded  # the curve starts where recording left the budget; learn() stops at it
     if checkpoint is not None:
         # Same build, same strategy (layer groups, frozen layers), then the checkpoint's weights and optimiser.
         done = restore_checkpoint(model, checkpoint)
@@ -332,7 +350,7 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
 
     model.set_logger(_tb_logger(run_dir, cfg, strategy))
     eval_cb = EvalCallback(run_dir, {"target": eval_env}, eval_every, eval_episodes, seed=eval_seed,
-                           shares_training_env=on_robot, phase=phase)
+                           shares_training_env=on_robot, phase=phase, start_step=recorded)
     callbacks = [eval_cb, CheckpointCallback(run_dir, max(budget // 4, 1))]
     if on_robot:
         callbacks.append(RobotGuard(session, budget if cfg.budget_includes_eval else None, eval_cb))
@@ -341,7 +359,8 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
         callbacks.append(ProgressCallback(budget, f"{strategy} on {cfg.target} (seed {cfg.seed})", eval_cb, status))
     stopped = None
     try:
-        model.learn(budget - model.num_timesteps, callback=callbacks, reset_num_timesteps=checkpoint is None)
+        model.learn(budget - model.num_timesteps, callback=callbacks,
+                    reset_num_timesteps=checkpoint is None and not recorded)
     except (EmergencyStop, RobotLinkError) as exc:  # a stop seen at a reset, or a robot that cannot be reached
         stopped = exc
     if session is not None and (stopped or session.stop_reason):
@@ -355,7 +374,9 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     venv.close()
     # The callback's last evaluation is of the final policy: the result reuses it instead of spending
     # another evaluation's worth of target steps on the same episodes.
-    steps = {"training": int(model.num_timesteps), "evaluation": eval_steps + eval_cb.steps["target"]}
+    steps = {"training": int(model.num_timesteps) - recorded, "evaluation": eval_steps + eval_cb.steps["target"]}
+    if recorded:
+        steps["recording"] = recorded
     return _finish(run_dir, cfg, strategy, budget, eval_cb.last_returns["target"], decision, what, steps, session)
 
 
@@ -401,7 +422,7 @@ def _finish(run_dir: Path, cfg: TransferConfig, strategy: str, budget: int, fina
         "description": what,
         "decision": asdict(decision) if decision else None,
         # Every interaction with the target world: on a robot, its time and wear.
-        "target_steps": {**target_steps, "total": target_steps["training"] + target_steps["evaluation"]},
+        "target_steps": {**target_steps, "total": sum(target_steps.values())},
     }
     if session is not None:
         # The robot's own count (every step that reached it, safe actions included) and its time.

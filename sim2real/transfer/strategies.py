@@ -9,6 +9,8 @@ freeze        feature layers frozen; head (and the critic) train           1: sm
 reinit-top    lowest k layers kept and frozen; everything above re-init    2: small data, different
 finetune      all layers; features at lr x lr_scale, head at lr            3: large data, similar
 full          all layers at the full rate from the pretrained start        4: large data, different
+calibrate     records target episodes, fits the sim, trains there, then    (see sim2real.calibration)
+              finetunes; the recorded steps count against the budget
 auto          measures the case, then runs one of the four above           -
 ============  ===========================================================  ==========================
 
@@ -105,6 +107,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("finetune", "all layers; features at a lower learning rate", case=3, prepare=_finetune,
              params=("feature_layers", "lr_scale", "freeze_layers")),
     Strategy("full", "all layers at the full rate", case=4, prepare=_full),
+    Strategy("calibrate", "record a few target episodes, fit the sim to them (mujoco.sysid), continue in the "
+             "calibrated sim, then fine-tune on the target", prepare=_finetune,
+             params=("calibrate_episodes", "calibrate_sim_steps", "feature_layers", "lr_scale", "freeze_layers")),
     Strategy("auto", "measure the case, then run its strategy"),
 )}
 CASE_STRATEGY: dict[int, str] = {s.case: s.name for s in STRATEGIES.values() if s.case is not None}

@@ -1,0 +1,70 @@
+"""The ``calibrate`` strategy's first half: record on the target, fit the sim, continue in the calibrated sim.
+
+1. **Record** ``calibrate_episodes`` episodes of the pretrained policy on the target (deterministic actions),
+   into ``calibration/transitions.jsonl`` (a robot's session log, phase ``record``). Their steps count
+   against the target budget.
+2. **Calibrate**: :func:`sim2real.calibration.run.calibrate` writes ``calibration/calibrated.yaml`` and its
+   report.
+3. **Adapt in sim**: pretraining continues from the policy for ``calibrate_sim_steps`` steps in the calibrated
+   randomised sim (sim steps are free; ``calibration/sim`` is an ordinary pretrain run folder).
+
+The transfer then fine-tunes the adapted policy on the target with what is left of the budget. A resumed run
+reuses whatever of the three steps finished.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+from sim2real.calibration.run import calibrate
+from sim2real.learning.evaluation import evaluate
+from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
+from sim2real.learning.pretrain import PretrainConfig, pretrain
+from sim2real.robot.log import LOG_NAME, TransitionLog, read_log
+from sim2real.spec import TaskSpec
+from sim2real.worlds.inputs import with_inputs
+
+RECORD_SEED = 30_000  # recorded episodes differ from the evaluation episodes (seed 20,000)
+
+
+def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, target_factory, session, home_venv,
+                        quiet: bool) -> tuple[Pretrained, int]:
+    """Run the three steps (or reuse those done); return the adapted policy and the target steps recorded."""
+    folder = run_dir / "calibration"
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = (run_dir / LOG_NAME) if session is not None else (folder / LOG_NAME)
+    recorded = [e for e in read_log(log_path) if e.phase == "record"] if log_path.exists() else []
+    if len(recorded) < cfg.calibrate_episodes or not all(e.complete for e in recorded):
+        if log_path.exists() and session is None:
+            log_path.replace(log_path.with_suffix(".interrupted.jsonl"))  # a killed recording: start it again
+        model = policy_model(pre, home_venv)
+        if session is not None:
+            env, phase = with_inputs(session.borrow(), pre.inputs), session.phase("record")
+        else:
+            logged = TransitionLog(target_factory(), log_path)
+            logged.phase = "record"
+            env, phase = with_inputs(logged, pre.inputs), nullcontext()
+        with phase:
+            evaluate(model, env, cfg.calibrate_episodes, obs_rms=pre.obs_rms, seed=RECORD_SEED)
+        if session is None:
+            env.close()
+        recorded = [e for e in read_log(log_path) if e.phase == "record"]
+    steps = sum(e.steps for e in recorded)
+    if not quiet:
+        print(f"calibrate: recorded {len(recorded)} episodes, {steps:,} target steps")
+    if not (folder / "calibration.json").exists():
+        result = calibrate(spec, log_path, folder, phase="record")
+        if not quiet:
+            print(f"calibrate: delay {result.delay}, " + ", ".join(f"{k} {v:.3g}" for k, v in result.values.items())
+                  + f" ({result.seconds:.0f} s); report {folder / 'report.html'}")
+    sim_dir = folder / "sim"
+    if not (sim_dir / "model.zip").exists():
+        pcfg = PretrainConfig(task=str(folder / "calibrated.yaml"), steps=cfg.calibrate_sim_steps, seed=cfg.seed,
+                              init_from=str(pre.path), eval_every=cfg.calibrate_sim_steps, eval_episodes=5,
+                              eval_world="calibrated", checkpoint_every=max(cfg.calibrate_sim_steps // 4, 1000),
+                              threads=cfg.threads)
+        pretrain(pcfg, sim_dir, resume=(sim_dir / "run.json").exists())
+    adapted = load_pretrained(sim_dir)
+    adapted.spec = spec  # the target worlds are the task's; only the weights and statistics are new
+    return adapted, steps

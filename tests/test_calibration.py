@@ -1,0 +1,127 @@
+"""Calibration: known parameters and delays come back from recorded data; bad data get clear errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sim2real.calibration.fit import CalibrationProblem, parse_param, recording_from_episodes
+from sim2real.calibration.run import calibrate
+from sim2real.robot.log import read_log
+from sim2real.robot.record import RecordConfig, record
+from sim2real.spec import SpecError, load_spec, load_spec_file
+
+if not hasattr(pytest.importorskip("mujoco.sysid"), "optimize"):
+    pytest.skip("needs MuJoCo's sysid extras: pip install 'sim2real[sysid]'", allow_module_level=True)
+
+
+def _clean_pendulum(tmp_path: Path, mass: float, gear: float, delay: int) -> Path:
+    """The pendulum spec with a noise-free world of known physics and delay (the truth the fit must find)."""
+    raw = yaml.safe_load(Path(load_spec("inverted_pendulum").path).read_text())
+    raw["targets"]["known"] = {"physics": [{"field": "body_mass", "names": ["pole"], "op": "scale", "value": mass},
+                                           {"field": "actuator_gear", "names": "all", "op": "scale", "value": gear}],
+                               "effects": {"action_delay": delay}}
+    path = tmp_path / "pendulum.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def known_recording(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cal")
+    spec_path = _clean_pendulum(tmp, mass=1.5, gear=0.5, delay=2)
+    out = record(RecordConfig(task=str(spec_path), target="known", excitation="random", episodes=25,
+                              amplitude=0.5, hold_steps=3), tmp / "rec")
+    return spec_path, out
+
+
+def test_recovers_known_parameters_and_delay(known_recording, tmp_path):
+    spec_path, data = known_recording
+    spec = load_spec_file(spec_path)
+    result = calibrate(spec, data, tmp_path / "cal")
+    assert result.delay == 2 and result.truth["delay"] == 2
+    assert result.values["body_mass/pole"] == pytest.approx(1.5, rel=0.05)
+    assert result.values["actuator_gear/all"] == pytest.approx(0.5, rel=0.05)
+    assert result.rms_after < 0.2 * result.rms_before
+    assert sorted(result.delay_costs) == [0, 1, 2, 3]
+    # The calibrated spec loads, holds the fit as a world and centres the randomisation on it.
+    calibrated = load_spec_file(tmp_path / "cal" / "calibrated.yaml")
+    world = calibrated.targets["calibrated"]
+    assert world.effects.action_delay == 2
+    masses = [p for p in calibrated.randomization.params if p.field == "body_mass" and p.names == ["pole"]]
+    assert masses[-1].low < result.values["body_mass/pole"] < masses[-1].high
+    assert calibrated.randomization.effects.action_delay == 2
+    report = (tmp_path / "cal" / "report.md").read_text()
+    assert "body_mass/pole" in report and (tmp_path / "cal" / "trajectory.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["delay"] == 2
+    # Never overwritten.
+    with pytest.raises(FileExistsError):
+        calibrate(spec, data, tmp_path / "cal")
+
+
+def test_a_given_delay_is_used(known_recording, tmp_path):
+    spec_path, data = known_recording
+    result = calibrate(load_spec_file(spec_path), data, tmp_path / "cal", delay=2)
+    assert list(result.delay_costs) == [2]
+    assert result.values["actuator_gear/all"] == pytest.approx(0.5, rel=0.05)
+
+
+def test_bad_inputs_are_clear_errors(known_recording, tmp_path):
+    spec_path, data = known_recording
+    spec = load_spec_file(spec_path)
+    with pytest.raises(SpecError, match="no body_mass element 'wheel'.*allowed: .*pole"):
+        calibrate(spec, data, tmp_path / "a", params=["body_mass/wheel"])
+    with pytest.raises(SpecError, match="unknown field 'mass'"):
+        calibrate(spec, data, tmp_path / "b", params=["mass/pole"])
+    with pytest.raises(SpecError, match="too little data"):
+        calibrate(spec, data, tmp_path / "c", window=50)
+    # Data from another task: the hopper has 11-dim observations and 3 actions, the pendulum 4 and 1.
+    with pytest.raises(SpecError, match="another task"):
+        recording_from_episodes(read_log(data), load_spec("hopper"), source="x")
+    # NaN in the data names the episode and step.
+    lines = (data / "transitions.jsonl").read_text().splitlines()
+    rec = json.loads(lines[3])
+    rec["obs"][0] = float("nan")
+    lines[3] = json.dumps(rec)
+    bad = tmp_path / "nan"
+    bad.mkdir()
+    (bad / "transitions.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpecError, match=r"episode \d+, step \d+: observation holds NaN"):
+        calibrate(spec, bad, tmp_path / "d")
+
+
+def test_residual_is_vectorised(known_recording):
+    """mujoco.minimize finite-differences by passing several points at once: columns must equal single calls."""
+    spec_path, data = known_recording
+    spec = load_spec_file(spec_path)
+    import gymnasium as gym
+    model = gym.make(spec.env_id).unwrapped.model
+    problem = CalibrationProblem(spec, recording_from_episodes(read_log(data), spec),
+                                 [parse_param("body_mass/pole", model), parse_param("actuator_gear/all", model)])
+    try:
+        x = np.array([[1.0, 1.2], [0.5, 0.7]])
+        both = problem.residual(x, 1)
+        assert both.shape[1] == 2
+        np.testing.assert_allclose(both[:, 1], problem.residual(x[:, 1], 1), atol=1e-12)
+    finally:
+        problem.close()
+
+
+@pytest.mark.slow
+def test_calibrate_strategy_counts_recording_against_the_budget(tiny_pretrained, tmp_path):
+    from sim2real.transfer.run import TransferConfig, transfer
+
+    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="calibrate", budget=1500,
+                         calibrate_episodes=8, calibrate_sim_steps=256, eval_episodes=1, eval_every=500,
+                         overrides={"n_steps": 128, "batch_size": 64})
+    run = transfer(cfg, tmp_path / "run", quiet=True)
+    result = json.loads((run / "result.json").read_text())
+    recorded = result["target_steps"]["recording"]
+    logged = sum(e.steps for e in read_log(run / "calibration") if e.phase == "record")
+    assert recorded == logged > 0
+    assert recorded + result["target_steps"]["training"] >= 1500
+    assert (run / "calibration" / "calibrated.yaml").exists() and (run / "calibration" / "sim" / "model.zip").exists()
+    first = (run / "evaluations.csv").read_text().splitlines()[1]
+    assert int(first.split(",")[0]) == recorded  # the curve starts where the recording left the budget
