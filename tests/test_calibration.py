@@ -123,5 +123,8 @@ def test_calibrate_strategy_counts_recording_against_the_budget(tiny_pretrained,
     assert recorded == logged > 0
     assert recorded + result["target_steps"]["training"] >= 1500
     assert (run / "calibration" / "calibrated.yaml").exists() and (run / "calibration" / "sim" / "model.zip").exists()
+    # The log holds commands, never the world's delayed action: the fit sees (and finds) the delay.
+    assert all(e.applied is None for e in read_log(run / "calibration"))
+    assert json.loads((run / "calibration" / "calibration.json").read_text())["delay"] == 1
     first = (run / "evaluations.csv").read_text().splitlines()[1]
     assert int(first.split(",")[0]) == recorded  # the curve starts where the recording left the budget

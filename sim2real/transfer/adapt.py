@@ -17,6 +17,8 @@ from __future__ import annotations
 from contextlib import nullcontext
 from pathlib import Path
 
+import gymnasium as gym
+
 from sim2real.calibration.run import calibrate
 from sim2real.learning.evaluation import evaluate
 from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
@@ -26,6 +28,20 @@ from sim2real.spec import TaskSpec
 from sim2real.worlds.inputs import with_inputs
 
 RECORD_SEED = 30_000  # recorded episodes differ from the evaluation episodes (seed 20,000)
+
+
+class CommandsOnly(gym.Wrapper):
+    """Hides a stand-in world's ``info["applied_action"]`` (what its delay line let through) from the log.
+
+    That is a simulator internal a robot does not report; left in, the log would hold the delayed commands
+    and the calibration would find no delay. A robot session's safety layer writes its own (the command as
+    sent), so only the stand-in path needs this.
+    """
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = {k: v for k, v in info.items() if k != "applied_action"}
+        return obs, reward, terminated, truncated, info
 
 
 def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, target_factory, session, home_venv,
@@ -42,7 +58,7 @@ def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, tar
         if session is not None:
             env, phase = with_inputs(session.borrow(), pre.inputs), session.phase("record")
         else:
-            logged = TransitionLog(target_factory(), log_path)
+            logged = TransitionLog(CommandsOnly(target_factory()), log_path)
             logged.phase = "record"
             env, phase = with_inputs(logged, pre.inputs), nullcontext()
         with phase:
