@@ -26,9 +26,9 @@ from sim2real.transfer.cases import SIMILARITY_THRESHOLD, classify  # noqa: E402
 from sim2real.worlds.inputs import WithInputs  # noqa: E402
 from sim2real.worlds.make import EnvFactory, make_target_env  # noqa: E402
 
-ORDER = ["zero-shot", "freeze", "reinit-top", "finetune", "full", "auto", "scratch"]
+ORDER = ["zero-shot", "freeze", "reinit-top", "finetune", "full", "calibrate", "auto", "scratch"]
 COLORS = {"zero-shot": "#7f7f7f", "scratch": "#d62728", "freeze": "#1f77b4", "finetune": "#2ca02c",
-          "reinit-top": "#9467bd", "full": "#ff7f0e", "auto": "#8c564b"}
+          "reinit-top": "#9467bd", "full": "#ff7f0e", "auto": "#8c564b", "calibrate": "#17becf"}
 DEFINITIONS = """\
 - **zero-shot return**: the pretrained policy on the target world, no target training.
 - **jumpstart**: return at target step 0, strategy minus scratch.
@@ -278,6 +278,24 @@ def case_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def calibration_lines(study_dir: Path) -> list[str]:
+    """A section linking each calibrate run's calibration report, with what it fitted."""
+    found = sorted(study_dir.glob("runs/*/calibrate/*/calibration/calibration.json"))
+    if not found:
+        return []
+    lines = ["## Calibrations (the calibrate strategy)", ""]
+    for path in found:
+        fit = json.loads(path.read_text())
+        rel = path.parent.relative_to(study_dir)
+        values = ", ".join(f"{k} {v:.3g}" + (f" (truth {fit['truth'][k]:.3g})" if k in fit.get("truth", {}) else "")
+                           for k, v in fit["values"].items())
+        truth = fit.get("truth", {}).get("delay")
+        lines.append(f"- [{rel.parent.parent.parent.name} {rel.parent.name}]({rel.as_posix()}/report.html): delay "
+                     f"{fit['delay']}" + ("" if truth is None else f" (truth {int(truth)})") + f"; {values}; "
+                     f"{fit['steps']:,} steps, {fit['seconds']:.0f} s")
+    return lines + [""]
+
+
 def build_report(study_dir: str | Path, threshold_fraction: float | None = None) -> Path:
     """Compute metrics and write metrics.json, the plots, report.md and report.html.
 
@@ -311,11 +329,14 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
     seeds_note = ([f"> **{cfg['seeds']} seeds per strategy**: the 95% intervals are wide and can miss; "
                    "rliable's authors advise at least 5 (Agarwal et al. 2021).", ""] if cfg["seeds"] < 5 else [])
 
+    calibrations = calibration_lines(study_dir)
+
     def document(image) -> str:
         """The report as markdown; ``image`` renders a figure (a file link for .md, inline data for .html)."""
         return "\n".join([
             f"# Transfer report: {metrics['task']}", "", header, "", *seeds_note, "## Sim-to-real gap", gaps, "",
             "## Which case, and did the recommendation hold?", *[f"- {x}" for x in case_lines(metrics)], "",
+            *calibrations,
             "## Metrics", "", md_table(rows), "", *[image(p) + "\n" for p in images], "",
             "## Definitions", DEFINITIONS, "## Reproducibility", repro, ""])
 

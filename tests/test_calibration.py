@@ -126,5 +126,16 @@ def test_calibrate_strategy_counts_recording_against_the_budget(tiny_pretrained,
     # The log holds commands, never the world's delayed action: the fit sees (and finds) the delay.
     assert all(e.applied is None for e in read_log(run / "calibration"))
     assert json.loads((run / "calibration" / "calibration.json").read_text())["delay"] == 1
-    first = (run / "evaluations.csv").read_text().splitlines()[1]
-    assert int(first.split(",")[0]) == recorded  # the curve starts where the recording left the budget
+    rows = (run / "evaluations.csv").read_text().splitlines()[1:]
+    recorded_return = np.mean([e.rewards.sum() for e in read_log(run / "calibration")])
+    # Step 0: the pretrained policy as the recording measured it; then the adapted policy before any fine-tuning.
+    assert rows[0].split(",") == ["0", f"{recorded_return:.6g}"]
+    assert int(rows[1].split(",")[0]) == recorded
+    # A study report links the calibration with what it fitted.
+    import shutil
+
+    from sim2real.report import calibration_lines
+    study = tmp_path / "study"
+    shutil.copytree(run, study / "runs" / "heavy" / "calibrate" / "s0")
+    lines = calibration_lines(study)
+    assert "runs/heavy/calibrate/s0/calibration/report.html" in lines[2] and "delay 1 (truth 1)" in lines[2]

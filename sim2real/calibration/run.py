@@ -25,13 +25,16 @@ def recorded_world(data: Path) -> str | None:
 
 def calibrate(spec: TaskSpec, data: str | Path, out: str | Path, params: list[str] | None = None,
               window: int | None = None, max_delay: int = 3, delay: int | None = None, obs_bias: bool = False,
-              phase: str | None = None, max_iters: int = 50, log=None) -> CalibrationResult:
+              phase: str | None = None, max_iters: int = 50, world: str | None = None,
+              log=None) -> CalibrationResult:
     """Fit ``spec``'s simulator to the transition log in ``data``; write everything into ``out``.
 
     Args:
         params: ``FIELD/NAME`` scales to fit (default: the spec's ``calibration.params``).
         delay: a known action delay (default: try 0..``max_delay`` and keep the best).
         phase: only episodes of this phase (e.g. ``record``), for a log with training in it too.
+        world: the spec world the data come from, when it is one (the report then compares with its truth;
+            default: what the recording's ``run.json`` says).
     """
     if spec.calibration is None:
         raise SpecError(f"{spec.path}: calibration: missing; add a calibration block (qpos_skip, qvel_clip, params)")
@@ -53,7 +56,7 @@ def calibrate(spec: TaskSpec, data: str | Path, out: str | Path, params: list[st
     try:
         result = fit(problem, [delay] if delay is not None else list(range(max_delay + 1)), max_iters=max_iters,
                      log=log)
-        world = recorded_world(data)
+        world = world or recorded_world(data)
         if world is not None:
             result.truth = truth_of(spec, world, result.labels)
         write_calibration(out, spec, problem, result, source=str(data))

@@ -45,8 +45,12 @@ class CommandsOnly(gym.Wrapper):
 
 
 def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, target_factory, session, home_venv,
-                        quiet: bool) -> tuple[Pretrained, int]:
-    """Run the three steps (or reuse those done); return the adapted policy and the target steps recorded."""
+                        quiet: bool) -> tuple[Pretrained, int, float]:
+    """Run the three steps (or reuse those done).
+
+    Returns the adapted policy, the target steps recorded and the recorded episodes' mean return (the pretrained
+    policy on the target: where this strategy's curve starts).
+    """
     folder = run_dir / "calibration"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = (run_dir / LOG_NAME) if session is not None else (folder / LOG_NAME)
@@ -67,10 +71,12 @@ def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, tar
             env.close()
         recorded = [e for e in read_log(log_path) if e.phase == "record"]
     steps = sum(e.steps for e in recorded)
+    mean_return = float(sum(float(e.rewards.sum()) for e in recorded) / len(recorded))
     if not quiet:
         print(f"calibrate: recorded {len(recorded)} episodes, {steps:,} target steps")
     if not (folder / "calibration.json").exists():
-        result = calibrate(spec, log_path, folder, phase="record")
+        result = calibrate(spec, log_path, folder, phase="record",
+                           world=cfg.target if cfg.target in spec.targets else None)
         if not quiet:
             print(f"calibrate: delay {result.delay}, " + ", ".join(f"{k} {v:.3g}" for k, v in result.values.items())
                   + f" ({result.seconds:.0f} s); report {folder / 'report.html'}")
@@ -83,4 +89,4 @@ def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, tar
         pretrain(pcfg, sim_dir, resume=(sim_dir / "run.json").exists())
     adapted = load_pretrained(sim_dir)
     adapted.spec = spec  # the target worlds are the task's; only the weights and statistics are new
-    return adapted, steps
+    return adapted, steps, mean_return

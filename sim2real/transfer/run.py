@@ -312,10 +312,15 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
 
     recorded = 0
     if strategy == "calibrate":  # record, fit the sim, continue there; then fine-tune what comes out
-        pre, recorded = calibrate_and_adapt(cfg, pre, spec, run_dir, target_factory, session, home_venv, quiet)
+        pre, recorded, recorded_return = calibrate_and_adapt(cfg, pre, spec, run_dir, target_factory, session,
+                                                             home_venv, quiet)
         if recorded >= budget:
             raise TransferError(f"calibrate: recording took {recorded:,} target steps, the whole budget of "
                                 f"{budget:,}; lower --calibrate-episodes or raise --budget")
+        if not (run_dir / "evaluations.csv").exists():
+            # Step 0 is the pretrained policy on the target, measured by the recorded episodes themselves:
+            # until the recording is done nothing better exists, and the curve's area must count those steps.
+            atomic_write_text(run_dir / "evaluations.csv", f"step,target\n0,{recorded_return:.6g}\n")
     home_venv.close()
     venv = make_vec_env(env_fn, 1, cfg.seed)
     gamma = pre.hyperparams.get("gamma", 0.99)
