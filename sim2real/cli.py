@@ -241,7 +241,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes}: must be at least 1")
-    pre, spec, model = load_for_evaluation(args.policy)
+    pre, spec, model = load_for_evaluation(args.policy, args.task)
     results = {
         world: evaluate(model, WithInputs(resolve_target(spec, world, args.import_module), pre.inputs), args.episodes,
                         obs_rms=pre.obs_rms, seed=args.seed, deterministic=not args.stochastic)
@@ -398,6 +398,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")
     ev.add_argument("--targets", nargs="+", default=None,
                     help="target worlds, Gymnasium ids (with --import) or module:Factory (default: every world of the task)")
+    ev.add_argument("--task", default=None,
+                    help="the task of a plain SB3 model .zip or RL Zoo run folder (a sim2real policy knows its own)")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--seed", type=int, default=0, help="episode i runs on an env seeded SEED + i")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic mean")

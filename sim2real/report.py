@@ -84,7 +84,7 @@ def pretrained_sim_return(study_dir: Path, study: dict) -> float:
     if cache.exists():
         return json.loads(cache.read_text())["nominal_return"]
     cfg = study["config"]
-    pre, spec, model = load_for_evaluation(cfg["policy"])
+    pre, spec, model = load_for_evaluation(cfg["policy"], cfg.get("task"))
     env_fn = WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs)
     episodes = cfg.get("eval_episodes") or spec.budgets.eval_episodes
     res = evaluate(model, env_fn, episodes, obs_rms=pre.obs_rms, seed=20_000)

@@ -61,7 +61,7 @@ class StudyConfig:
 
     def run_config(self, policy: str, run: RunSpec) -> TransferConfig:
         """The transfer config of one run of the grid: the study's settings, not the transfer defaults."""
-        return TransferConfig(policy=policy, target=run.target, strategy=run.strategy, budget=self.budget,
+        return TransferConfig(policy=policy, task=self.task, target=run.target, strategy=run.strategy, budget=self.budget,
                               seed=run.seed, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
                               similarity_threshold=self.similarity_threshold, threads=1, **self.transfer_options)
 

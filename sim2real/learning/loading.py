@@ -63,20 +63,51 @@ def policy_files(path: str | Path) -> tuple[Path, Path, Path]:
     return run_dir, model_zip, norm_paths(model_zip.parent, model_zip.stem)[1]
 
 
-def load_pretrained(path: str | Path) -> Pretrained:
+def load_foreign(path: str | Path, task: str) -> Pretrained:
+    """A plain SB3 model zip or RL Zoo run folder trained on ``task`` (see :mod:`sim2real.learning.foreign`)."""
+    import gymnasium as gym
+
+    from sim2real.learning.foreign import find_model, read_sb3_zip, read_vecnormalize
+
+    spec = load_spec(task)
+    model_zip, pkl = find_model(Path(path))
+    algo, policy_kwargs, state_dict, data = read_sb3_zip(model_zip)
+    env = gym.make(spec.env_id, **spec.env_kwargs)
+    want = tuple(env.observation_space.shape)
+    env.close()
+    got = tuple((data.get("observation_space") or {}).get("_shape") or want)
+    if got != want:
+        raise PolicyError(f"{model_zip}: trained on observations of shape {got}; task {spec.name!r} ({spec.env_id}) "
+                          f"gives {want}: the wrong --task?")
+    kwargs = algo_kwargs(spec, algo, {})
+    kwargs.pop("policy_kwargs", None)
+    if isinstance(data.get("gamma"), (int, float)):
+        kwargs["gamma"] = float(data["gamma"])  # the discount its value function learned
+    spec = spec.model_copy(update={"observation": PolicyInputs()})  # a plain model sees the plain observation
+    return Pretrained(path=model_zip, task=spec.name, algo=algo, overrides={}, policy_kwargs=policy_kwargs,
+                      hyperparams=kwargs, state_dict=state_dict, norm=read_vecnormalize(pkl) if pkl else None,
+                      inputs=spec.observation, spec=spec)
+
+
+def load_pretrained(path: str | Path, task: str | None = None) -> Pretrained:
     """Read a pretrain run folder (or a model ``.zip`` inside one, or a zoo entry under ``policies/``).
 
     The folder's ``run.json`` says which task, algorithm and architecture; the
     weights come from the zip's ``policy.pth`` via ``torch.load(weights_only=True)``
     and the normalisation statistics from ``obs_rms.npz``: nothing is unpickled.
+    Without a ``run.json``, ``task`` makes it a plain SB3 model or RL Zoo run folder (:func:`load_foreign`).
     """
     run_dir, model_zip, npz = policy_files(path)
+    if task is not None and not (run_dir / "run.json").exists():
+        return load_foreign(path, task)
     if not model_zip.exists():
         raise FileNotFoundError(f"{model_zip}: no such model (POLICY is a pretrain or transfer run folder, a zoo "
-                                "entry under policies/, or a model .zip inside one)")
+                                "entry under policies/, or a model .zip inside one; with --task TASK also a plain "
+                                "SB3 model .zip or an RL Zoo run folder)")
     info_path = run_dir / "run.json"
     if not info_path.exists():
-        raise FileNotFoundError(f"{info_path}: missing; a POLICY must be a sim2real pretrain run folder or zoo entry")
+        raise FileNotFoundError(f"{info_path}: missing; a POLICY is a sim2real pretrain run folder or zoo entry, or, "
+                                "with --task TASK, a plain SB3 model .zip or an RL Zoo run folder")
     try:
         config = json.loads(info_path.read_text())["config"]
         task, algo = config["task"], config["algo"]
@@ -143,10 +174,10 @@ def policy_model(pre: Pretrained, venv, seed: int = 0, hyperparams: dict[str, An
     return model
 
 
-def load_for_evaluation(path: str | Path):
+def load_for_evaluation(path: str | Path, task: str | None = None):
     """A pretrained policy as a ready SB3 model: ``(pretrained, spec, model)`` (weights only, nothing unpickled)."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    pre = load_pretrained(path)
+    pre = load_pretrained(path, task)
     home = DummyVecEnv([WithInputs(EnvFactory(make_target_env, pre.spec.path, "nominal"), pre.inputs)])
     return pre, pre.spec, policy_model(pre, home)

@@ -112,7 +112,7 @@ def record(cfg: RecordConfig, out: str | Path, import_module: str | None = None,
         raise FileExistsError(f"{out} already holds a recording; choose another --out (nothing is overwritten)")
     pre = model = None
     if cfg.policy is not None:
-        pre, spec, model = load_for_evaluation(cfg.policy)
+        pre, spec, model = load_for_evaluation(cfg.policy, cfg.task)
     else:
         spec = load_spec(cfg.task)
     target_env = resolve_target(spec, cfg.target, import_module, target_kwargs)()

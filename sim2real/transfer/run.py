@@ -63,6 +63,8 @@ class TransferConfig:
     policy: str = field(metadata={"positional": True, "help": "a pretrain or transfer run folder, its model .zip, "
                                                               "or a policies/ zoo entry"})
     target: str = option("real", "a target world of the task, a Gymnasium id (with --import), or module:Factory")
+    task: str | None = option(None, "the task a plain SB3 model .zip or RL Zoo run folder was trained on (a sim2real "
+                                    "policy knows its own)")
     strategy: str = option("finetune", "how the policy is carried to the target", choices=tuple(STRATEGIES))
     budget: str | int = option("small", "target training steps: small, large (from the spec) or a number", flag="--budget")
     seed: int = option(0, "random seed of the run")
@@ -158,7 +160,7 @@ def transfer(cfg: TransferConfig, out: str | Path | None = None, quiet: bool = F
             ``evaluations.superseded.csv``, the transition log is appended to.
     """
     cfg.validate()
-    pre = load_pretrained(cfg.policy)
+    pre = load_pretrained(cfg.policy, cfg.task)
     spec = pre.spec
     budget = spec.budget(cfg.budget)
     run_dir = Path(out) if out else default_transfer_dir(pre.task, cfg)
