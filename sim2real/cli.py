@@ -274,7 +274,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
             return text
         if isinstance(action, argparse._StoreFalseAction):
             return text
-        return f"{text} (default: {action.default})"
+        default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return f"{text} (default: {default})"
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
@@ -319,8 +320,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sim2real {sim2real.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("envs", help="list tasks, or show one task's randomisation and target worlds")
-    e.add_argument("task", nargs="?")
+    e = sub.add_parser("envs", help="list tasks, or show one task's randomisation and target worlds", formatter_class=DefaultsFormatter)
+    e.add_argument("task", nargs="?", help="a task name or spec file (default: list every task)")
     e.set_defaults(func=_cmd_envs)
 
     t = sub.add_parser("pretrain", help="pretrain a policy in the randomised sim world",
@@ -351,17 +352,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="continue a killed or stopped run (same settings) from its newest complete checkpoint")
     x.set_defaults(func=_cmd_transfer)
 
-    st = sub.add_parser("study", help="run the grid targets x strategies x seeds and write the transfer report")
+    st = sub.add_parser("study", help="run the grid targets x strategies x seeds and write the transfer report", formatter_class=DefaultsFormatter)
     if command in (None, "study"):
         from sim2real.metrics import THRESHOLD_FRACTION
         from sim2real.study import DEFAULT_STRATEGIES
         from sim2real.transfer.cases import SIMILARITY_THRESHOLD
 
-        st.add_argument("task", nargs="?", default="hopper")
+        st.add_argument("task", nargs="?", default="hopper", help="a task name or spec file (default: hopper)")
         st.add_argument("--policy", default=None, help="pretrained policy (default: policies/<task>-dr)")
-        st.add_argument("--targets", nargs="+", default=["real"])
-        st.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
-        st.add_argument("--seeds", type=int, default=3)
+        st.add_argument("--targets", nargs="+", default=["real"], help="target worlds of the task")
+        st.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES,
+                        help="strategies to compare (sim2real transfer --help lists them)")
+        st.add_argument("--seeds", type=int, default=3, help="seeds per target and strategy (rliable advises >= 5)")
         st.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
         st.add_argument("--workers", type=int, default=0, help="parallel runs (default: one per core)")
         st.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -369,8 +371,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         st.add_argument("--ray-address", default=None,
                         help="with --executor ray: 'auto' joins the cluster this machine belongs to, or ray://HOST:10001")
         st.add_argument("--threshold", type=float, default=THRESHOLD_FRACTION, help="time-to-threshold as a fraction of scratch's final")
-        st.add_argument("--eval-every", type=int, default=None)
-        st.add_argument("--eval-episodes", type=int, default=None)
+        st.add_argument("--eval-every", type=int, default=None, help="target steps between evaluations (default: the spec's)")
+        st.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: the spec's)")
         st.add_argument("--similarity", type=float, default=SIMILARITY_THRESHOLD,
                         help="case classification: zero-shot/sim return below this counts as a different task")
         st.add_argument("--no-robustness", action="store_true", help="skip the robustness sweep in the report")
@@ -379,38 +381,38 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         help="a transfer setting for every run (lr_scale, feature_layers, norm, ...)")
     st.set_defaults(func=_cmd_study)
 
-    r = sub.add_parser("report", help="rebuild a study's report from its run folders")
-    r.add_argument("dir")
+    r = sub.add_parser("report", help="rebuild a study's report from its run folders", formatter_class=DefaultsFormatter)
+    r.add_argument("dir", help="a study folder (with study.json and runs/)")
     r.add_argument("--threshold", type=float, default=None,
                    help="time-to-threshold fraction (default: the one the study recorded)")
     r.set_defaults(func=_cmd_report)
 
-    rb = sub.add_parser("robustness", help="zero-shot return across a sweep of one physical parameter")
+    rb = sub.add_parser("robustness", help="zero-shot return across a sweep of one physical parameter", formatter_class=DefaultsFormatter)
     rb.add_argument("policies", nargs="+", help="pretrained policies to compare (e.g. policies/hopper-dr policies/hopper-nominal)")
     rb.add_argument("--param", required=True, help="FIELD/NAME, e.g. body_mass/torso, geom_friction/floor, actuator_gear; or action_delay (steps)")
     rb.add_argument("--range", nargs=2, type=float, required=True, metavar=("LO", "HI"), help="scales of the nominal value")
-    rb.add_argument("--points", type=int, default=7)
-    rb.add_argument("--episodes", type=int, default=5)
+    rb.add_argument("--points", type=int, default=7, help="values in the sweep")
+    rb.add_argument("--episodes", type=int, default=5, help="episodes per value and policy")
     rb.add_argument("--out", default="runs/robustness", help="folder for robustness.json/png (a study folder adds it to the report)")
     rb.set_defaults(func=_cmd_robustness)
 
-    ev = sub.add_parser("evaluate", help="a policy's return, episode length and distance on target worlds")
+    ev = sub.add_parser("evaluate", help="a policy's return, episode length and distance on target worlds", formatter_class=DefaultsFormatter)
     ev.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")
     ev.add_argument("--targets", nargs="+", default=None,
                     help="target worlds, Gymnasium ids (with --import) or module:Factory (default: every world of the task)")
     ev.add_argument("--task", default=None,
                     help="the task of a plain SB3 model .zip or RL Zoo run folder (a sim2real policy knows its own)")
-    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--episodes", type=int, default=10, help="episodes per world")
     ev.add_argument("--seed", type=int, default=0, help="episode i runs on an env seeded SEED + i")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic mean")
     ev.add_argument("--import", dest="import_module", default=None, help="module that registers your env")
     ev.add_argument("--json", default=None, help="also write the per-episode results here")
     ev.set_defaults(func=_cmd_evaluate)
 
-    rs = sub.add_parser("robot-server", help="serve a target world over the network, as a stand-in robot")
+    rs = sub.add_parser("robot-server", help="serve a target world over the network, as a stand-in robot", formatter_class=DefaultsFormatter)
     rs.add_argument("task", help="a task name or spec file")
     rs.add_argument("--world", default="real", help="the target world to serve (default: real)")
-    rs.add_argument("--port", type=int, default=5555)
+    rs.add_argument("--port", type=int, default=5555, help="TCP port to listen on")
     rs.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     rs.add_argument("--token", default=None,
                     help="shared secret (default: $SIM2REAL_ROBOT_TOKEN, else a new one is printed)")
@@ -446,16 +448,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cb.add_argument("--quiet", action="store_true", help="no per-delay progress lines")
     cb.set_defaults(func=_cmd_calibrate)
 
-    lg = sub.add_parser("log", help="summarise a run's transition log (a robot run), or export it to Minari")
+    lg = sub.add_parser("log", help="summarise a run's transition log (a robot run), or export it to Minari", formatter_class=DefaultsFormatter)
     lg.add_argument("run", help="a transfer run folder with transitions.jsonl")
     lg.add_argument("--minari", default=None, metavar="DATASET_ID", help="also write it as a Minari dataset")
     lg.add_argument("--minari-dir", default=None, help="where Minari stores it (default: Minari's, ~/.minari)")
     lg.add_argument("--phase", choices=("train", "eval", "record"), default=None, help="only this phase's episodes")
     lg.set_defaults(func=_cmd_log)
 
-    ex = sub.add_parser("export", help="write a policy as one ONNX or TorchScript file for the robot's computer")
+    ex = sub.add_parser("export", help="write a policy as one ONNX or TorchScript file for the robot's computer", formatter_class=DefaultsFormatter)
     ex.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")
-    ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format")
     ex.add_argument("--out", default=None, help="file to write (default: policy.onnx / policy.pt beside the model)")
     ex.add_argument("--samples", type=int, default=1000, help="random observations for the parity check")
     ex.set_defaults(func=_cmd_export)

@@ -98,3 +98,15 @@ def test_evaluate_reports_return_length_and_distance(tmp_path):
         "--episodes", "2", "--json", str(tmp_path / "ip.json"))
     ip = json.loads((tmp_path / "ip.json").read_text())["worlds"]
     assert set(ip) == {"nominal", "real"} and ip["real"]["distances"] is None and len(ip["real"]["returns"]) == 2
+
+
+def test_every_argument_of_every_command_has_help():
+    import argparse
+
+    from sim2real.cli import build_parser
+
+    parser = build_parser(None)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {a.dest}" for name, p in sub.choices.items() for a in p._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert not missing, f"arguments without help: {missing}"
