@@ -38,6 +38,8 @@ from sim2real.worlds.physics import PhysicsModel, element_names
 # Scales a fit may reach: wide enough for any plausible robot, narrow enough that the model stays valid.
 SCALE_BOUNDS = (0.2, 5.0)
 MIN_WINDOWS_PER_PARAM = 5
+XTOL = 1e-5  # relative step at which a fit stops
+MU_FACTOR = 10.0  # mujoco.minimize raises its regulariser by this per failed step (default 1.26: ~60 rollouts to go from 1e-6 to 1)
 # Effects a fit can see in commands and motion: a motor that saturates below the action bound (what the policy
 # commands beyond it never arrives). Start, low, high: it starts just inside 1, where a clip still has a slope.
 EFFECT_PARAMS = {"motor/saturation": (0.95, 0.2, 1.0)}
@@ -317,12 +319,13 @@ class CalibrationResult:
         return {k: (v if not isinstance(v, np.ndarray) else v.tolist()) for k, v in self.__dict__.items()}
 
 
-def fit(problem: CalibrationProblem, delays: list[int], max_iters: int = 50, scout_iters: int = 8,
+def fit(problem: CalibrationProblem, delays: list[int], max_iters: int = 50, scout_iters: int = 3,
         log=None) -> CalibrationResult:
     """Fit the scales (and biases) at each candidate delay with ``mujoco.sysid``; keep the best delay.
 
     Every delay gets a short fit (``scout_iters``), which separates them clearly (a wrong delay leaves
-    several times the residual); only the best one is fitted to convergence.
+    several times the residual); only the best one is fitted to convergence. On 10 Hopper episodes three
+    scout iterations chose the same delay and values as eight, with 293 rollouts of the data instead of 763.
     """
     sysid = _sysid()
     began = time.perf_counter()
@@ -339,8 +342,10 @@ def fit(problem: CalibrationProblem, delays: list[int], max_iters: int = 50, sco
         def residual_fn(x, _params):
             return [problem.residual(x, d)], None, None
         out = io.StringIO()  # the backend prints every iteration; it goes nowhere instead of the terminal
+        # xtol: scales settle to 1e-5 relative long before the default 1e-8, and every iteration costs
+        # n_params + 1 rollouts of the whole data set.
         opt, result = sysid.optimize(start, residual_fn, optimizer="mujoco", verbose=False, max_iters=iters,
-                                     output=out)
+                                     output=out, xtol=XTOL, mu_factor=MU_FACTOR)
         x = opt.as_vector()
         r = problem.residual(x, d)
         found = DelayFit(d, x, float(np.mean(r ** 2)), np.asarray(result.jac))
