@@ -253,8 +253,12 @@ def metrics_table(metrics: dict) -> list[list[str]]:
         for s, m in t["strategies"].items():
             ci = m["final_return_ci95"]
             p = m.get("prob_improvement")
+            if s == "zero-shot":  # the same deterministic episodes for every seed: one measurement, no interval
+                seeds, final = "1 evaluation", f"{m['final_return_iqm']:,.0f} (deterministic)"
+            else:
+                seeds, final = str(m["seeds"]), f"{m['final_return_iqm']:,.0f} [{ci[0]:,.0f}, {ci[1]:,.0f}]"
             rows.append([
-                target, s, str(m["seeds"]), f"{m['final_return_iqm']:,.0f} [{ci[0]:,.0f}, {ci[1]:,.0f}]",
+                target, s, seeds, final,
                 _fmt(m.get("jumpstart"), 0) if "jumpstart" in m else "—",
                 _fmt(m.get("asymptotic_gain"), 0) if "asymptotic_gain" in m else "—",
                 _fmt(m.get("area_ratio"), 2) if "area_ratio" in m else "—",

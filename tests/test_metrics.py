@@ -80,3 +80,12 @@ def test_interval_estimates_keep_third_party_warnings_out_of_user_output():
         warnings.simplefilter("error")  # arch's FutureWarning about rliable's RandomState would raise here
         iqm_interval(np.array([1.0, 2.0, 3.0]), reps=50)
         probability_of_improvement(np.array([1.0, 2.0]), np.array([0.5, 1.5]), reps=50)
+
+
+def test_zero_shot_is_shown_as_one_evaluation_without_an_interval():
+    from sim2real.report import metrics_table
+
+    m = {"seeds": 3, "final_return_iqm": 347.0, "final_return_ci95": [347.0, 347.0]}
+    rows = metrics_table({"targets": {"real": {"strategies": {"zero-shot": m, "freeze": {**m, "seeds": 3}}}}})
+    assert rows[1][2:4] == ["1 evaluation", "347 (deterministic)"]
+    assert rows[2][2:4] == ["3", "347 [347, 347]"]
