@@ -192,10 +192,12 @@ def plot_curves(runs: dict, study_dir: Path, budget: int) -> list[Path]:
                 ax.axhline(np.mean([c.start for c in curves]), color=color, ls="--", label="zero-shot")
                 continue
             x, m, lo, hi = _band(curves)
+            for c in curves:  # every seed, thin, under the mean and its band
+                ax.plot(c.steps, c.returns, color=color, lw=0.6, alpha=0.35)
             ax.plot(x, m, color=color, label=f"{strategy} (n={len(curves)})")
             ax.fill_between(x, lo, hi, color=color, alpha=0.2)
         ax.set_xlabel("target environment steps")
-        ax.set_ylabel("return on the target (mean, 95% CI)")
+        ax.set_ylabel("return on the target (mean, 95% CI; thin: seeds)")
         ax.set_title(f"learning curves on '{target}'")
         ax.set_xlim(0, budget)
         ax.grid(alpha=0.3)
@@ -228,6 +230,50 @@ def plot_intervals(metrics: dict, study_dir: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_rliable(metrics: dict, study_dir: Path, reps: int = 500) -> list[Path]:
+    """rliable's two standard figures per target: the performance profile of final returns (fraction of runs
+    above each return, 95% bootstrap band) and P(strategy beats scratch) with its interval (already in metrics)."""
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    paths = []
+    for target, t in metrics["targets"].items():
+        strategies = {s: m for s, m in t["strategies"].items() if s != "zero-shot" and m.get("final_returns")}
+        if not strategies:
+            continue
+        scores = {s: np.asarray(m["final_returns"], dtype=float)[:, None] for s, m in strategies.items()}
+        everything = np.concatenate([v.ravel() for v in scores.values()])
+        taus = np.linspace(everything.min() - 1e-6, everything.max(), 60)
+        profiles, cis = rly.create_performance_profile(scores, taus, reps=reps)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=axes[0],
+                                             colors={s: COLORS.get(s, "k") for s in scores},
+                                             xlabel="final return on the target (τ)",
+                                             ylabel="fraction of runs above τ")
+        from matplotlib.lines import Line2D
+        axes[0].legend([Line2D([], [], color=COLORS.get(k, "k")) for k in scores], list(scores), fontsize=8,
+                       loc="lower left")
+        axes[0].set_title(f"performance profile, '{target}'", fontsize=10)
+        pairs = {f"{s},scratch": m["prob_improvement"] for s, m in strategies.items()
+                 if m.get("prob_improvement") is not None}
+        if pairs:
+            intervals = {f"{s},scratch": np.array(strategies[s]["prob_improvement_ci95"])[:, None]
+                         for s in strategies if f"{s},scratch" in pairs}
+            plot_utils.plot_probability_of_improvement(pairs, intervals, ax=axes[1],
+                                                       colors=[COLORS.get(p.split(",")[0], "k") for p in pairs])
+            axes[1].set_xlim(0, 1.02)
+            axes[1].set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+            axes[1].set_title("P(a run of X ends above a run of scratch)", fontsize=10)
+        else:
+            axes[1].axis("off")
+        fig.tight_layout()
+        path = study_dir / f"rliable_{target}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 # ---------------------------------------------------------------- the documents
@@ -316,6 +362,7 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
     images = plot_curves(runs, study_dir, metrics["budget_steps"])
     if metrics["targets"]:
         images.append(plot_intervals(metrics, study_dir))
+        images += plot_rliable(metrics, study_dir)
     for name in ("robustness.png", "latency.png"):
         if (study_dir / name).exists():
             images.append(study_dir / name)

@@ -35,6 +35,8 @@ def test_study_writes_metrics_and_reports(tiny_study):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2
     assert (out / "curves_heavy.png").stat().st_size > 1000
+    # rliable's performance profile and probability-of-improvement figure, linked in the report.
+    assert "rliable_heavy.png" in md and (out / "rliable_heavy.png").stat().st_size > 1000
 
 
 def test_rerun_skips_finished_runs(tiny_study):
