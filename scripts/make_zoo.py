@@ -174,7 +174,11 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
     export_cmd = f"python scripts/make_zoo.py {task} --export-only --only {kind} --run {exp['source_run']}"
     if exp["checkpoint"] != "best.zip":
         export_cmd += f" --checkpoint {exp['checkpoint'].removesuffix('.zip')}"
-    why = ("the best evaluation on the nominal sim during training; PPO can degrade late" if exp["checkpoint"] == "best.zip"
+    # best.zip is picked on the world best.json names first: the randomised sim for a DR run, else the nominal sim.
+    best = ROOT / exp["source_run"] / "best.json"
+    picked_on = next((k for k in json.loads(best.read_text()) if k != "step"), "nominal") if best.exists() else "nominal"
+    where = "the randomised training worlds" if picked_on == "sim" else f"the {picked_on} sim"
+    why = (f"the best evaluation on {where} during training; PPO can degrade late" if exp["checkpoint"] == "best.zip"
            else exp.get("why", "chosen by hand"))
     rows = "\n".join(f"| {w} | {r['mean']:.1f} | {r['std']:.1f} |" for w, r in returns.items())
     bar = spec.solved_return
