@@ -12,7 +12,8 @@ ZOO = Path(__file__).resolve().parent.parent / "policies"
 
 
 def main() -> None:
-    cards = [json.loads(p.read_text()) for p in sorted(ZOO.glob("*/card.json"))]
+    paths = sorted(ZOO.glob("*/card.json"))
+    cards = [{**json.loads(p.read_text()), "entry": p.parent.name} for p in paths]
     print("| policy | steps | nominal sim | bar (80% of zoo) | " + "zero-shot on the target worlds |")
     print("|---|---|---|---|---|")
     for c in cards:
@@ -21,7 +22,10 @@ def main() -> None:
         verdict = "" if not bar else (" ✓" if c["nominal_return"] >= bar else " ✗")
         targets = ", ".join(f"{w} {r['mean']:,.0f}" for w, r in c["returns"].items() if w != "nominal")
         steps = f"{c['steps_trained']:,}" + (" (+ nominal first)" if c.get("init_from") else "")
-        print(f"| {c['task']} {kind} | {steps} | {c['nominal_return']:,.0f}{verdict} | "
+        name = f"{c['task']} {kind}"
+        if c["entry"] != f"{c['task']}-{'dr' if c['randomized'] else 'nominal'}":
+            name += f" (`{c['entry']}`)"  # a second entry of the same kind: say which folder
+        print(f"| {name} | {steps} | {c['nominal_return']:,.0f}{verdict} | "
               f"{f'{bar:,.0f}' if bar else '-'} | {targets} |")
 
 
