@@ -7,7 +7,9 @@ the learning stack on first use.
 Layers, each importing only those below it::
 
     cli, study, report, metrics, robustness, executors, describe   the top
-    transfer/   cases, the strategy registry, the transfer run
+    transfer/   cases, the strategy registry, the calibrate strategy's adaptation, the transfer run
+    calibration/  fitting the sim to recorded target data (mujoco.sysid), the calibrated spec and report
+    robot/      a robot session: safety layer, transition log, remote link, recording, export
     learning/   SB3: layer groups, artifacts, policy loading, callbacks, evaluation, pretraining
     worlds/     MuJoCo worlds: physics, effects, task variants, policy inputs, make/register
     spec, progress                                                  the base (no sim2real imports)
@@ -35,9 +37,11 @@ _LAZY = {
     "StudyConfig": ("sim2real.study", "StudyConfig"),
     "load_pretrained": ("sim2real.learning.loading", "load_pretrained"),
     "evaluate": ("sim2real.learning.evaluation", "evaluate"),
+    "calibrate": ("sim2real.calibration.run", "calibrate"),
 }
 
 if TYPE_CHECKING:
+    from sim2real.calibration.run import calibrate
     from sim2real.learning.evaluation import evaluate
     from sim2real.learning.loading import load_pretrained
     from sim2real.learning.pretrain import PretrainConfig, pretrain
@@ -58,5 +62,5 @@ def __getattr__(name: str):
 __all__ = [
     "SpecError", "TaskSpec", "load_spec", "make_sim_env", "make_target_env", "__version__",
     "pretrain", "PretrainConfig", "run_transfer", "TransferConfig", "run_study", "StudyConfig", "load_pretrained",
-    "evaluate",
+    "evaluate", "calibrate",
 ]
