@@ -85,3 +85,37 @@ def test_a_crafted_vecnormalize_runs_nothing(tmp_path):
     path.write_bytes(pickle.dumps({"obs_rms": _Evil()}))
     with pytest.raises(ForeignPolicyError, match="refusing to build"):
         read_vecnormalize(path)
+
+
+def test_a_crafted_dtype_cannot_reach_numpy(tmp_path):
+    """An object dtype re-flagged through BUILD (a pointer array read from the file) is never built."""
+    def glob(m, n):
+        return b"c" + m.encode() + b"\n" + n.encode() + b"\n"
+
+    def p(o):
+        return pickle.dumps(o, protocol=3)[2:-1]
+
+    dtype = glob("numpy", "dtype") + p(("O8", False, True)) + b"R" + p((3, "|", None, None, None, -1, -1, 0)) + b"b"
+    arr = glob("numpy", "ndarray") + b"(" + p((1,)) + dtype + p(b"\x10" + b"\x00" * 7) + b"tR"
+    rms = glob("stable_baselines3.common.running_mean_std", "RunningMeanStd") + b")\x81"
+    body = (glob("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize") + b")\x81}(" + p("obs_rms") + rms
+            + b"}(" + p("mean") + arr + p("var") + p(1.0) + p("count") + p(1.0) + b"ub" + p("ret_rms") + rms
+            + b"}(" + p("mean") + p(0.0) + p("var") + p(1.0) + p("count") + p(1.0) + b"ub" + p("clip_obs") + p(10.0)
+            + p("clip_reward") + p(10.0) + p("norm_reward") + p(False) + b"ub")
+    path = tmp_path / "vecnormalize.pkl"
+    path.write_bytes(b"\x80\x03" + body + b".")
+    with pytest.raises(ForeignPolicyError):
+        read_vecnormalize(path)
+
+
+def test_td3_architecture_is_read(tmp_path):
+    from stable_baselines3 import TD3
+
+    model = TD3("MlpPolicy", "InvertedPendulum-v5", learning_starts=10, buffer_size=100, seed=0,
+                policy_kwargs={"net_arch": [8, 8]})
+    model.learn(20)
+    model.save(tmp_path / "td3.zip")
+    pre = load_pretrained(tmp_path / "td3.zip", task="inverted_pendulum")
+    assert pre.algo == "td3" and pre.policy_kwargs["net_arch"] == {"pi": [8, 8], "qf": [8, 8]}
+    from sim2real.learning.loading import policy_model
+    policy_model(pre, DummyVecEnv([lambda: gym.make("InvertedPendulum-v5")]))  # the weights fit the network

@@ -168,6 +168,10 @@ class CalibrationProblem:
         self.physics_params = [p for p in params if not p.is_effect]
         self._slots = [self.physics.resolve(p.field, p.names)[1] for p in self.physics_params]
         self._saturation = next((i for i, p in enumerate(params) if p.is_effect), None)
+        limited = self.model.actuator_ctrllimited.astype(bool)
+        self._ctrl_low = np.where(limited, self.model.actuator_ctrlrange[:, 0], -np.inf)
+        self._ctrl_high = np.where(limited, self.model.actuator_ctrlrange[:, 1], np.inf)
+        self.recorded_steps = recording.steps
         self._starts, self._targets, self._actions = self._cut(recording, max_delay)
         if len(self._starts) < MIN_WINDOWS_PER_PARAM * max(1, len(params)):
             raise SpecError(f"too little data: {recording.steps} steps make {len(self._starts)} windows of "
@@ -223,6 +227,10 @@ class CalibrationProblem:
         start = [EFFECT_PARAMS.get(p.label, (1.0,))[0] for p in self.params]
         return np.array(start + ([0.0] * self.obs_dim if self.obs_bias else []), dtype=np.float64)
 
+    def nominal_vector(self) -> np.ndarray:
+        """The uncalibrated model: every scale 1, a motor reaching its full range, no bias."""
+        return np.array([1.0] * len(self.params) + ([0.0] * self.obs_dim if self.obs_bias else []), dtype=np.float64)
+
     def labels(self) -> list[str]:
         return [p.label for p in self.params] + ([f"obs_bias/{i}" for i in range(self.obs_dim)] if self.obs_bias else [])
 
@@ -261,9 +269,9 @@ class CalibrationProblem:
             bias = x[n_scales:, c] if self.obs_bias else np.zeros(self.obs_dim)
             models += [self.model_for(x[physics_idx, c])] * n_win
             starts.append(self._initial_states(self._starts - bias))
-            if self._saturation is not None:
+            if self._saturation is not None:  # a fraction of each actuator's range, as worlds.effects.MotorLimits
                 sat = x[self._saturation, c]
-                ctrls.append(np.clip(ctrl, -sat, sat))
+                ctrls.append(np.clip(ctrl, sat * self._ctrl_low, sat * self._ctrl_high))
             else:
                 ctrls.append(ctrl)
         self.physics.restore()
@@ -336,7 +344,7 @@ def fit(problem: CalibrationProblem, delays: list[int], max_iters: int = 50, sco
     if problem.obs_bias:
         spread = problem.scale
         params.add(sysid.Parameter("obs_bias", np.zeros(problem.obs_dim), -spread, spread))
-    before = problem.residual(problem.start_vector(), 0)
+    before = problem.residual(problem.nominal_vector(), 0)
 
     def run(start: sysid.ParameterDict, d: int, iters: int) -> DelayFit:
         def residual_fn(x, _params):
@@ -371,5 +379,5 @@ def fit(problem: CalibrationProblem, delays: list[int], max_iters: int = 50, sco
         intervals={lab: float(h) for lab, h in zip(labels, half)},
         delay=best.delay, delay_costs={f.delay: f.cost for f in fits},
         rms_before=float(np.sqrt(np.mean(before ** 2))), rms_after=float(np.sqrt(np.mean(r_best ** 2))),
-        n_windows=problem.n_windows, window=problem.window, steps=int(problem.targets.shape[0] * problem.window),
+        n_windows=problem.n_windows, window=problem.window, steps=problem.recorded_steps,
         seconds=time.perf_counter() - began)

@@ -93,7 +93,7 @@ def calibrated_spec(spec: TaskSpec, result: CalibrationResult) -> dict:
 def plot_trajectory(problem: CalibrationProblem, result: CalibrationResult, out: Path, windows: int = 6) -> Path:
     """Predicted (nominal and calibrated) vs recorded observations over the first windows, a few dimensions."""
     x_fit = np.array([result.values[lab] for lab in result.labels])
-    x_nom = problem.start_vector()
+    x_nom = problem.nominal_vector()
     fitted = problem.predict(x_fit, result.delay)[0][:windows]
     nominal = problem.predict(x_nom, 0)[0][:windows]
     recorded = problem.targets[:windows]
@@ -123,7 +123,6 @@ def write_calibration(out: Path, spec: TaskSpec, problem: CalibrationProblem, re
                       source: str) -> Path:
     """Write ``calibration.json``, ``calibrated.yaml`` (validated by loading it) and the report into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "calibration.json", json.dumps({**result.to_json(), "source": source}, indent=2))
     header = (f"# calibrated by `sim2real calibrate` from {source}: {result.steps} steps, delay {result.delay}, "
               f"residual RMS {result.rms_before:.3g} -> {result.rms_after:.3g}\n")
     atomic_write_text(out / "calibrated.yaml", header + yaml.safe_dump(calibrated_spec(spec, result), sort_keys=False))
@@ -163,4 +162,7 @@ def write_calibration(out: Path, spec: TaskSpec, problem: CalibrationProblem, re
             "fit: `sim2real pretrain calibrated.yaml --init-from POLICY` continues a policy in the calibrated sim, "
             "`sim2real evaluate POLICY --target calibrated --task calibrated.yaml` measures one there.", ""])
 
-    return write_report(out, document, f"calibration: {spec.name}", atomic_write_text)
+    report = write_report(out, document, f"calibration: {spec.name}", atomic_write_text)
+    # Last: its presence says the calibration is complete (a resumed calibrate strategy skips the fit).
+    atomic_write_text(out / "calibration.json", json.dumps({**result.to_json(), "source": source}, indent=2))
+    return report

@@ -5,9 +5,10 @@ ours, still without executing anything from the files:
 
 - the weights come from the zip's ``policy.pth`` (``torch.load(weights_only=True)``), the architecture from
   the zip's ``data`` JSON (``policy_kwargs``: ``net_arch`` and the activation's name), the algorithm from the
-  weights' names (PPO's ``action_net``, SAC's ``actor.mu`` + ``critic.qf*``, TD3's ``actor.mu`` + ``actor_target``);
+  weights' names (PPO's ``action_net``, SAC's ``actor.mu`` layer, TD3's ``actor.mu.0`` MLP);
 - ``vecnormalize.pkl`` beside it (the RL Zoo keeps it in ``<env id>/``) is read by an unpickler that builds
-  nothing but numpy arrays and plain records: any other object in the file is refused.
+  plain records only (numpy is never called by pickle: arrays are rebuilt from their bytes afterwards, plain
+  numeric dtypes only): any other object in the file is refused.
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ def read_sb3_zip(model_zip: Path) -> tuple[str, dict[str, Any], dict[str, torch.
     if "action_net.weight" in state:
         algo, pi, vf = "ppo", _layers(state, "mlp_extractor.policy_net"), _layers(state, "mlp_extractor.value_net")
         net_arch: Any = {"pi": pi, "vf": vf}
-    elif "actor.mu.weight" in state:
-        algo = "td3" if "actor_target.mu.weight" in state else "sac"
+    elif "actor.mu.weight" in state:  # SAC: hidden layers in latent_pi, mu the output layer
+        algo = "sac"
         net_arch = {"pi": _layers(state, "actor.latent_pi"), "qf": _layers(state, "critic.qf0")[:-1]}  # last: Q
+    elif "actor.mu.0.weight" in state:  # TD3: mu is the whole actor MLP, its last layer the action
+        algo = "td3"
+        net_arch = {"pi": _layers(state, "actor.mu")[:-1], "qf": _layers(state, "critic.qf0")[:-1]}
     else:
         raise ForeignPolicyError(f"{model_zip}: weights of an algorithm sim2real does not carry (PPO, SAC, TD3 with "
                                  f"MlpPolicy); first keys: {', '.join(list(state)[:4])}")
@@ -90,30 +94,74 @@ def read_sb3_zip(model_zip: Path) -> tuple[str, dict[str, Any], dict[str, torch.
 class _Record:
     """Stands in for every object a ``vecnormalize.pkl`` holds (VecNormalize, RunningMeanStd, spaces)."""
 
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
     def __setstate__(self, state):
-        self.__dict__.update(state if isinstance(state, dict) else {})
-
-    def __reduce__(self):  # pragma: no cover - never pickled again
-        raise TypeError("not picklable")
+        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
 
 
-_ARRAYS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-           ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-           ("numpy._core.multiarray", "scalar")}
+class _DtypeRecord(_Record):
+    """A dtype as the file describes it (``numpy.dtype('f8', False, True)`` + its state); never built here."""
+
+
+class _ArrayRecord(_Record):
+    """An ndarray as the file describes it (``_reconstruct`` + its state: version, shape, dtype, order, bytes)."""
+
+
+class _ScalarRecord(_Record):
+    """A numpy scalar as the file describes it (``scalar(dtype, bytes)``)."""
+
+
+def _dtype_of(rec) -> np.dtype:
+    """A plain numeric dtype from a record, or an error: objects, structs and odd flags are refused."""
+    if not isinstance(rec, _DtypeRecord) or not rec.args or not isinstance(rec.args[0], str):
+        raise ForeignPolicyError("an array with an unreadable dtype")
+    name = rec.args[0]
+    state = getattr(rec, "state", None)
+    order = state[1] if isinstance(state, tuple) and len(state) > 1 and state[1] in "<>|=" else "="
+    if isinstance(state, tuple) and (len(state) != 8 or state[2:5] != (None, None, None) or state[7] != 0):
+        raise ForeignPolicyError(f"a dtype {name!r} with a non-plain state {state!r}")
+    dtype = np.dtype(name).newbyteorder(order) if order in "<>" else np.dtype(name)
+    if dtype.kind not in "fiub":
+        raise ForeignPolicyError(f"a dtype {name!r} that is not a plain number")
+    return dtype
+
+
+def _to_array(value) -> np.ndarray:
+    """A real float array from an array / scalar record or a plain number (built by numpy, not by pickle)."""
+    if isinstance(value, (int, float, bool)):
+        return np.asarray(value, dtype=float)
+    if isinstance(value, _ScalarRecord) and len(value.args) == 2 and isinstance(value.args[1], bytes):
+        dtype = _dtype_of(value.args[0])
+        return np.frombuffer(value.args[1], dtype=dtype, count=1).astype(float).reshape(())
+    if isinstance(value, _ArrayRecord) and isinstance(getattr(value, "state", None), tuple):
+        _, shape, dtype_rec, _, raw = value.state
+        dtype = _dtype_of(dtype_rec)
+        shape = tuple(int(n) for n in shape)
+        if not isinstance(raw, bytes) or len(raw) != dtype.itemsize * int(np.prod(shape)):
+            raise ForeignPolicyError("an array whose bytes do not match its shape")
+        return np.frombuffer(raw, dtype=dtype).astype(float).reshape(shape)
+    raise ForeignPolicyError(f"expected numbers, found {type(value).__name__}")
+
+
 _RECORDS = ("stable_baselines3.common.vec_env.vec_normalize", "stable_baselines3.common.running_mean_std",
-            "gymnasium.spaces", "gym.spaces")
+            "gymnasium.spaces", "gym.spaces", "numpy.random")
+_NUMPY = {"_reconstruct": _ArrayRecord, "ndarray": _ArrayRecord, "dtype": _DtypeRecord, "scalar": _ScalarRecord}
 
 
 class _NormUnpickler(pickle.Unpickler):
-    """Builds numpy arrays and records of attributes; refuses every other global (no code runs)."""
+    """Builds records of attributes only, numpy's arrays included; refuses every other global (no code runs).
+
+    Nothing of numpy is handed to pickle: an array arrives as its shape, a dtype name and bytes, and
+    :func:`_to_array` builds it with ``np.frombuffer`` for plain numeric dtypes only.
+    """
 
     def find_class(self, module: str, name: str):
-        if (module, name) in _ARRAYS:
-            return getattr(__import__(module, fromlist=[name]), name)
+        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in _NUMPY:
+            return _NUMPY[name]
         if module.startswith(_RECORDS):
             return _Record
-        if module.startswith("numpy.random"):
-            return lambda *args, **kwargs: _Record()  # a space's random generator: not needed, not built
         raise pickle.UnpicklingError(f"refusing to build {module}.{name}")
 
 
@@ -125,13 +173,18 @@ def read_vecnormalize(path: Path) -> NormStats:
         with path.open("rb") as f:
             vn = _NormUnpickler(f).load()
         obs_src, ret_src = vn.obs_rms, vn.ret_rms
-        obs = RunningMeanStd(shape=np.shape(obs_src.mean))
-        obs.mean, obs.var, obs.count = np.asarray(obs_src.mean, float), np.asarray(obs_src.var, float), float(obs_src.count)
+        mean = _to_array(obs_src.mean)
+        obs = RunningMeanStd(shape=mean.shape)
+        obs.mean, obs.var, obs.count = mean, _to_array(obs_src.var), float(_to_array(obs_src.count))
         ret = RunningMeanStd(shape=())
-        ret.mean, ret.var, ret.count = np.asarray(ret_src.mean, float), np.asarray(ret_src.var, float), float(ret_src.count)
+        ret.mean, ret.var = _to_array(ret_src.mean), _to_array(ret_src.var)
+        ret.count = float(_to_array(ret_src.count))
+        if obs.var.shape != obs.mean.shape:
+            raise ForeignPolicyError("obs_rms mean and var differ in shape")
         if not getattr(vn, "norm_obs", True):
             raise ForeignPolicyError(f"{path}: norm_obs is off; sim2real applies normalisation to observations")
-        return NormStats(obs, ret, float(vn.clip_obs), float(vn.clip_reward), bool(vn.norm_reward))
+        return NormStats(obs, ret, float(_to_array(vn.clip_obs)), float(_to_array(vn.clip_reward)),
+                         bool(_to_array(vn.norm_reward)))
     except (pickle.UnpicklingError, AttributeError, EOFError, TypeError, ValueError) as exc:
         if isinstance(exc, ForeignPolicyError):
             raise

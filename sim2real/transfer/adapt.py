@@ -21,7 +21,7 @@ import gymnasium as gym
 
 from sim2real.calibration.run import calibrate
 from sim2real.learning.evaluation import evaluate
-from sim2real.learning.loading import Pretrained, load_pretrained, policy_model
+from sim2real.learning.loading import Pretrained, load_pretrained, policy_files, policy_model
 from sim2real.learning.pretrain import PretrainConfig, pretrain
 from sim2real.robot.log import LOG_NAME, TransitionLog, read_log
 from sim2real.spec import TaskSpec
@@ -51,27 +51,36 @@ def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, tar
     Returns the adapted policy, the target steps recorded and the recorded episodes' mean return (the pretrained
     policy on the target: where this strategy's curve starts).
     """
+    if policy_files(pre.path)[0].joinpath("run.json").exists() is False:
+        raise ValueError(f"{pre.path}: the calibrate strategy continues a sim2real policy in the calibrated sim; a "
+                         "plain SB3 model has no pretraining run to continue (use finetune, or pretrain it first)")
     folder = run_dir / "calibration"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = (run_dir / LOG_NAME) if session is not None else (folder / LOG_NAME)
-    recorded = [e for e in read_log(log_path) if e.phase == "record"] if log_path.exists() else []
-    if len(recorded) < cfg.calibrate_episodes or not all(e.complete for e in recorded):
-        if log_path.exists() and session is None:
-            log_path.replace(log_path.with_suffix(".interrupted.jsonl"))  # a killed recording: start it again
+
+    def recordings():
+        return [e for e in read_log(log_path) if e.phase == "record"] if log_path.exists() else []
+
+    # A resumed run records only the complete episodes still missing; an episode cut by a kill stays in the log
+    # (its steps were spent on the target and count) and in the data (each window is whole on its own).
+    need = cfg.calibrate_episodes - sum(e.complete for e in recordings())
+    if need > 0:
         model = policy_model(pre, home_venv)
         if session is not None:
             env, phase = with_inputs(session.borrow(), pre.inputs), session.phase("record")
         else:
-            logged = TransitionLog(CommandsOnly(target_factory()), log_path)
+            logged = TransitionLog(CommandsOnly(target_factory()), log_path)  # appends to a killed recording
             logged.phase = "record"
             env, phase = with_inputs(logged, pre.inputs), nullcontext()
+        done = cfg.calibrate_episodes - need
         with phase:
-            evaluate(model, env, cfg.calibrate_episodes, obs_rms=pre.obs_rms, seed=RECORD_SEED)
+            evaluate(model, env, need, obs_rms=pre.obs_rms, seed=RECORD_SEED + done)
         if session is None:
             env.close()
-        recorded = [e for e in read_log(log_path) if e.phase == "record"]
+    recorded = recordings()
     steps = sum(e.steps for e in recorded)
-    mean_return = float(sum(float(e.rewards.sum()) for e in recorded) / len(recorded))
+    complete = [e for e in recorded if e.complete]
+    mean_return = float(sum(float(e.rewards.sum()) for e in complete) / len(complete))
     if not quiet:
         print(f"calibrate: recorded {len(recorded)} episodes, {steps:,} target steps")
     if not (folder / "calibration.json").exists():
@@ -81,11 +90,16 @@ def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, tar
             print(f"calibrate: delay {result.delay}, " + ", ".join(f"{k} {v:.3g}" for k, v in result.values.items())
                   + f" ({result.seconds:.0f} s); report {folder / 'report.html'}")
     sim_dir = folder / "sim"
+    if cfg.calibrate_sim_steps == 0:  # calibration only: the report and calibrated.yaml, no sim training
+        return pre, steps, mean_return
     if not (sim_dir / "model.zip").exists():
-        pcfg = PretrainConfig(task=str(folder / "calibrated.yaml"), steps=cfg.calibrate_sim_steps, seed=cfg.seed,
-                              init_from=str(pre.path), eval_every=cfg.calibrate_sim_steps, eval_episodes=5,
-                              eval_world="calibrated", checkpoint_every=max(cfg.calibrate_sim_steps // 4, 1000),
-                              threads=cfg.threads)
+        # The policy's own algorithm, network overrides and inputs: the calibrated sim continues that policy.
+        pcfg = PretrainConfig(task=str(folder / "calibrated.yaml"), algo=pre.algo, steps=cfg.calibrate_sim_steps,
+                              seed=cfg.seed, init_from=str(pre.path), eval_every=cfg.calibrate_sim_steps,
+                              eval_episodes=5, eval_world="calibrated",
+                              checkpoint_every=max(cfg.calibrate_sim_steps // 4, 1000), threads=cfg.threads,
+                              overrides=dict(pre.overrides or {}),
+                              inputs=pre.inputs.model_dump() if pre.inputs is not None else {})
         pretrain(pcfg, sim_dir, resume=(sim_dir / "run.json").exists())
     adapted = load_pretrained(sim_dir)
     adapted.spec = spec  # the target worlds are the task's; only the weights and statistics are new

@@ -119,7 +119,8 @@ class TransferConfig:
             raise TransferError(f"--budget {self.budget}: must be at least 1 target step")
         if self.calibrate_episodes < 1 or self.calibrate_sim_steps < 0:
             raise TransferError(f"--calibrate-episodes {self.calibrate_episodes} / --calibrate-sim-steps "
-                                f"{self.calibrate_sim_steps}: at least 1 episode and 0 steps")
+                                f"{self.calibrate_sim_steps}: at least 1 episode, and 0 (no sim training) or more "
+                                "sim steps")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise TransferError(f"--max-episode-steps {self.max_episode_steps}: must be at least 1")
 
@@ -229,7 +230,8 @@ def _transfer(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int,
 # Settings a resumed run must share with the run it continues.
 RESUME_KEYS = ("policy", "target", "strategy", "budget", "seed", "feature_layers", "lr_scale", "freeze_layers",
                "reinit_head", "freeze_critic_features", "norm", "reset_exploration", "critic_warmup", "overrides",
-               "robot", "safety", "no_safety", "max_episode_steps", "budget_includes_eval")
+               "robot", "safety", "no_safety", "max_episode_steps", "budget_includes_eval", "task",
+               "calibrate_episodes", "calibrate_sim_steps")
 
 
 def _resume_point(run_dir: Path, cfg: TransferConfig) -> Path | None:
@@ -319,10 +321,11 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
         if recorded >= budget:
             raise TransferError(f"calibrate: recording took {recorded:,} target steps, the whole budget of "
                                 f"{budget:,}; lower --calibrate-episodes or raise --budget")
-        if not (run_dir / "evaluations.csv").exists():
+        csv = run_dir / "evaluations.csv"
+        if not csv.exists() or not any(row.startswith("0,") for row in csv.read_text().splitlines()[1:]):
             # Step 0 is the pretrained policy on the target, measured by the recorded episodes themselves:
             # until the recording is done nothing better exists, and the curve's area must count those steps.
-            atomic_write_text(run_dir / "evaluations.csv", f"step,target\n0,{recorded_return:.6g}\n")
+            atomic_write_text(csv, f"step,target\n0,{recorded_return:.6g}\n")  # a resume may have left the header
     home_venv.close()
     venv = make_vec_env(env_fn, 1, cfg.seed)
     gamma = pre.hyperparams.get("gamma", 0.99)
