@@ -230,7 +230,7 @@ def _transfer(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int,
 # Settings a resumed run must share with the run it continues.
 RESUME_KEYS = ("policy", "target", "strategy", "budget", "seed", "feature_layers", "lr_scale", "freeze_layers",
                "reinit_head", "freeze_critic_features", "norm", "reset_exploration", "critic_warmup", "overrides",
-               "robot", "safety", "no_safety", "max_episode_steps", "budget_includes_eval", "task",
+               "robot", "safety", "no_safety", "max_episode_steps", "budget_includes_eval",
                "calibrate_episodes", "calibrate_sim_steps")
 
 
