@@ -201,5 +201,7 @@ def test_killed_server_stops_the_transfer_cleanly_and_keeps_the_log(tiny_pretrai
         server.wait()
     episodes = read_log(tmp_path / "remote")
     assert sum(e.steps for e in episodes) > 0
-    assert any(r.startswith("link fault") for e in episodes for r in [e.reason or ""])
+    # The kill lands in a step (that episode ends "link fault ...") or between episodes (the reset raises and the
+    # last episode in the log is a complete one); which one depends on the machine's load, both stop cleanly.
+    assert any(r.startswith("link fault") for e in episodes for r in [e.reason or ""]) or episodes[-1].complete
     assert list((tmp_path / "remote" / "checkpoints").glob("step_*.zip"))
