@@ -183,6 +183,7 @@ class CalibrationProblem:
         self._threads = threads or max(1, min(4, os.cpu_count() or 1))
         self._pool = mujoco.rollout.Rollout(nthread=self._threads if self._threads > 1 else 0)
         self._datas = [mujoco.MjData(m) for _ in range(max(1, self._threads))]
+        self._unbiased_starts = self._initial_states(self._starts)
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -266,9 +267,10 @@ class CalibrationProblem:
         physics_idx = [i for i, p in enumerate(self.params) if not p.is_effect]
         models, starts, ctrls = [], [], []
         for c in range(cols):
-            bias = x[n_scales:, c] if self.obs_bias else np.zeros(self.obs_dim)
             models += [self.model_for(x[physics_idx, c])] * n_win
-            starts.append(self._initial_states(self._starts - bias))
+            # Without a fitted bias the start states never change: built once, not per call and column.
+            starts.append(self._initial_states(self._starts - x[n_scales:, c]) if self.obs_bias
+                          else self._unbiased_starts)
             if self._saturation is not None:  # a fraction of each actuator's range, as worlds.effects.MotorLimits
                 sat = x[self._saturation, c]
                 ctrls.append(np.clip(ctrl, sat * self._ctrl_low, sat * self._ctrl_high))

@@ -8,7 +8,6 @@ never exact are narrower than the truth's distance, as the report shows). Every 
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def truth_of(spec: TaskSpec, world: str, labels: list[str]) -> dict[str, float]:
     for shift in w.physics:
         if shift.op != "scale":
             continue
-        names = shift.names if isinstance(shift.names, str) else shift.names
+        names = shift.names
         for label in labels:
             field, _, name = label.partition("/")
             if field == shift.field and (names == "all" and name == "all" or isinstance(names, list)
@@ -53,8 +52,7 @@ def truth_of(spec: TaskSpec, world: str, labels: list[str]) -> dict[str, float]:
 
 def calibrated_spec(spec: TaskSpec, result: CalibrationResult) -> dict:
     """The task's spec as a mapping, with the ``calibrated`` world and randomisation centred on the fit."""
-    raw = read_yaml_mapping(spec.path)
-    raw = copy.deepcopy(raw)
+    raw = read_yaml_mapping(spec.path)  # a fresh mapping: edited in place below
     raw.setdefault("name", spec.name)
     if isinstance(raw.get("env_kwargs"), dict) and "xml_file" in raw["env_kwargs"]:
         raw["env_kwargs"]["xml_file"] = spec.env_kwargs["xml_file"]  # absolute: the new file lives elsewhere

@@ -51,7 +51,7 @@ def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, tar
     Returns the adapted policy, the target steps recorded and the recorded episodes' mean return (the pretrained
     policy on the target: where this strategy's curve starts).
     """
-    if policy_files(pre.path)[0].joinpath("run.json").exists() is False:
+    if not (policy_files(pre.path)[0] / "run.json").exists():
         raise ValueError(f"{pre.path}: the calibrate strategy continues a sim2real policy in the calibrated sim; a "
                          "plain SB3 model has no pretraining run to continue (use finetune, or pretrain it first)")
     folder = run_dir / "calibration"
