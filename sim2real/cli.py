@@ -1,4 +1,4 @@
-"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server, record, log."""
+"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server, record, log, calibrate, bench."""
 
 from __future__ import annotations
 
@@ -223,6 +223,25 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"{path}: {card['format']}, actions within {card['parity_max_abs_diff']:.1e} of SB3's predict on "
           f"{card['parity_samples']} observations, {card['latency_ms_per_call']:.3f} ms per call "
           f"({card['latency_measured_with']}); spaces and control rate in {path.with_suffix('.json')}")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from sim2real import bench
+
+    if args.kind == "steps":
+        result = bench.bench_steps(args.tasks or ["hopper", "walker2d", "half_cheetah", "inverted_pendulum"],
+                                   n=args.n, repeats=args.repeats, steps=args.steps or 4000)
+    else:
+        if args.tasks and len(args.tasks) > 1:
+            raise UserError("bench learn: one task at a time (--tasks hopper)")
+        result = bench.bench_learn((args.tasks or ["hopper"])[0], args.algo, steps=args.steps or 1_000_000,
+                                   eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
+                                   n=args.n, contenders=tuple(args.contenders), out=Path(args.out))
+    path = bench.write(result, Path(args.out))
+    print(path.read_text())
+    print(f"written: {path} and {path.with_suffix('.json')}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -461,6 +480,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="file to write (default: policy.onnx / policy.pt beside the model)")
     ex.add_argument("--samples", type=int, default=1000, help="random observations for the parity check")
     ex.set_defaults(func=_cmd_export)
+
+    bn = sub.add_parser("bench", help="speed side by side: env steps/s, or wall-clock time to a return threshold",
+                        formatter_class=DefaultsFormatter)
+    bn.add_argument("kind", choices=("steps", "learn"), help="steps: env steps/s; learn: time to the return threshold")
+    bn.add_argument("--tasks", nargs="+", default=None, help="tasks (steps: default all four; learn: one, default hopper)")
+    bn.add_argument("--n", type=int, default=16, help="envs per vectorised contender (the batched world's simulations)")
+    bn.add_argument("--repeats", type=int, default=3, help="steps: interleaved repeats per contender")
+    bn.add_argument("--steps", type=int, default=None, help="steps: env steps per measurement (default 4000); "
+                                                            "learn: training steps (default 1,000,000)")
+    bn.add_argument("--algo", choices=("ppo", "sac"), default="ppo", help="learn: the algorithm")
+    bn.add_argument("--contenders", nargs="+", choices=("sim2real", "sb3", "zoo"), default=["sim2real", "sb3", "zoo"],
+                    help="learn: who races")
+    bn.add_argument("--eval-every", type=int, default=20_000, help="learn: steps between evaluations")
+    bn.add_argument("--eval-episodes", type=int, default=5, help="learn: deterministic episodes per evaluation")
+    bn.add_argument("--seed", type=int, default=0, help="learn: the seed every contender uses")
+    bn.add_argument("--out", default="runs/bench", help="folder for the JSON, the markdown table and the logs")
+    bn.set_defaults(func=_cmd_bench)
     return p
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from sim2real.learning.algos import ALGOS, algo_kwargs, set_threads
 from sim2real.learning.artifacts import (
@@ -32,6 +32,7 @@ from sim2real.learning.envs import make_vec_env
 from sim2real.learning.loading import load_pretrained
 from sim2real.options import option
 from sim2real.spec import PolicyInputs, load_spec
+from sim2real.worlds.batched import BatchedVecEnv, BatchedWorld, unsupported_reason
 from sim2real.worlds.inputs import WithInputs
 from sim2real.worlds.make import EnvFactory, make_sim_env, make_target_env
 
@@ -47,7 +48,11 @@ class PretrainConfig:
     randomize: bool = option(True, "train on the nominal sim only (the no-randomisation baseline)",
                              flag="--no-randomize", negate=True)
     n_envs: int | None = option(None, "parallel envs (default: the spec's)")
-    subproc: bool = option(False, "step the envs in subprocesses")
+    subproc: bool = option(False, "step the envs in subprocesses (the Gymnasium stepper)")
+    stepper: str = option("auto", "how the sim world is stepped: batch (every env in one mujoco.batch call), gym "
+                                  "(one Gymnasium env each), auto (batch where the task has a batched kernel)",
+                          choices=("auto", "batch", "gym"))
+    sim_threads: int = option(1, "threads of the batch stepper (1 leaves the other core to the learner)")
     threads: int | None = option(1, "torch threads (1 is fastest for small MLPs on few cores)")
     eval_world: str | None = option(None, "target world evaluated during pretraining (default: real, else the "
                                           "spec's first shifted world)")
@@ -65,7 +70,9 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.select_on not in (None, "sim", "nominal"):
             raise ValueError(f"--select-on {self.select_on!r}: allowed: sim, nominal")
-        for name in ("steps", "n_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads"):
+        if self.stepper not in ("auto", "batch", "gym"):
+            raise ValueError(f"--stepper {self.stepper!r}: allowed: auto, batch, gym")
+        for name in ("steps", "n_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads", "sim_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least 1")
@@ -200,12 +207,27 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
         return _pretrain(cfg, spec, algo, total, n_envs, run_dir, checkpoint, resume)
 
 
+def resolve_stepper(cfg: PretrainConfig, spec) -> str:
+    """``batch`` or ``gym``: what ``--stepper`` means for this task (auto: batch where it is supported)."""
+    if cfg.stepper == "gym" or (cfg.subproc and cfg.stepper == "auto"):
+        return "gym"
+    if cfg.subproc:
+        raise ValueError("--subproc steps Gymnasium envs in subprocesses; it does not combine with --stepper batch")
+    reason = unsupported_reason(spec, "sim")
+    if reason is None:
+        return "batch"
+    if cfg.stepper == "batch":
+        raise ValueError(f"--stepper batch: {reason}; use --stepper gym")
+    return "gym"
+
+
 def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run_dir: Path, checkpoint,
               resume: bool) -> Path:
     set_threads(cfg.threads)
     set_random_seed(cfg.seed)
 
-    config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "spec": spec.model_dump()}
+    stepper = resolve_stepper(cfg, spec)
+    config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "stepper": stepper, "spec": spec.model_dump()}
     if not resume:
         write_run_info(run_dir, config)
     else:
@@ -217,8 +239,12 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
 
     # ---- environments (as the policy sees them: with its inputs)
     inputs = spec.observation
-    sim_world = WithInputs(EnvFactory(make_sim_env, cfg.task, randomize=cfg.randomize), inputs)
-    venv = make_vec_env(sim_world, n_envs, cfg.seed, cfg.subproc)
+    if stepper == "batch":
+        world = BatchedWorld(spec, n_envs, randomize=cfg.randomize, seed=cfg.seed, nthread=cfg.sim_threads, inputs=inputs)
+        venv = VecMonitor(BatchedVecEnv(world))
+    else:
+        sim_world = WithInputs(EnvFactory(make_sim_env, cfg.task, randomize=cfg.randomize), inputs)
+        venv = make_vec_env(sim_world, n_envs, cfg.seed, cfg.subproc)
     kwargs = algo_kwargs(spec, algo, cfg.overrides)
     if spec.pretrain.normalize:
         gamma = kwargs.get("gamma", 0.99)

@@ -21,9 +21,9 @@ import numpy as np
 BLOCK = 256  # noise is drawn in blocks: one generator call per 256 steps instead of one per step
 
 try:  # numpy's clip ufunc itself: np.clip wraps it in ~1 us of Python argument handling per call
-    from numpy._core.umath import clip as _clip
+    from numpy._core.umath import clip as fast_clip
 except ImportError:  # numpy < 2
-    from numpy.core.umath import clip as _clip
+    from numpy.core.umath import clip as fast_clip
 
 
 Range = float | tuple[float, float]
@@ -173,7 +173,7 @@ class ActionNoise(_Sampled, gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def action(self, action):
-        out = _clip(action + self._noise.next(self), self._low, self._high)
+        out = fast_clip(action + self._noise.next(self), self._low, self._high)
         return out if out.dtype == self._dtype else out.astype(self._dtype)
 
 
@@ -325,7 +325,7 @@ class MotorLimits(_Sampled, gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 
     def action(self, action):
         scaled = action if self._strength is None else action * self._strength
-        out = _clip(scaled, self._neg_limit, self._limit)
+        out = fast_clip(scaled, self._neg_limit, self._limit)
         if out.dtype != self._dtype:
             out = out.astype(self._dtype)
         if self.dead_zone:

@@ -170,7 +170,7 @@ def _sample_normal(rng: np.random.Generator, p: ParamRange, size: int | tuple[in
 # (a, b) = (nominal, 0), add is (1, nominal), and a body's inertia follows its mass with the same form.
 # A reset is then one generator call plus a short Python loop; with a handful of numbers per model
 # that is several times cheaper than a numpy fancy-indexing call per entry.
-_Write = tuple[np.ndarray, int, float, float, int]  # flat array view, position, a, b, index of the draw
+_Write = tuple[str, int, float, float, int]  # array (a PhysicsModel.arrays key), flat position, a, b, index of the draw
 
 
 def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: list[int], draw_of: list[int]) -> list[_Write]:
@@ -178,11 +178,11 @@ def _affine_writes(physics: PhysicsModel, field: str, op: str, flat: list[int], 
 
     ``draw_of[i]`` is the index of element ``flat[i]``'s draw (of its x draw for ``body_com``; y, z follow).
     """
-    arrays, nominal = physics.arrays, physics.nominal
+    nominal = physics.nominal
     writes: list[_Write] = []
 
     def add(name: str, pos: int, a: float, b: float, d: int) -> None:
-        writes.append((arrays[name].reshape(-1), pos, a, b, d))
+        writes.append((name, pos, a, b, d))
 
     for idx, d in zip(flat, draw_of):
         info = FIELDS[field]
@@ -217,7 +217,7 @@ class PhysicsSampler:
 
     def __init__(self, physics: PhysicsModel, params: list[ParamRange]):
         self.physics = physics
-        self._writes: list[_Write] = []
+        self.plan: list[_Write] = []  # every scalar write, by array name (the batched world writes per simulation)
         self._keys: list[tuple[str, int]] = []  # info key -> index of its draw
         self._normal: list[tuple[ParamRange, int, int]] = []  # (param, first draw, count)
         lows, spans, logs = [], [], []
@@ -241,7 +241,7 @@ class PhysicsSampler:
             def offset(d: int, start: int = start, per_label: int = per_label) -> int:
                 return start + per_label * d
 
-            self._writes += _affine_writes(physics, p.field, p.op, flat, [offset(d) for d in draw_of])
+            self.plan += _affine_writes(physics, p.field, p.op, flat, [offset(d) for d in draw_of])
             for label, d in zip(labels, label_draw):
                 if com:
                     self._keys += [(f"{p.field}/{label}/{axis}", offset(d) + k) for k, axis in enumerate(_AXES)]
@@ -268,7 +268,23 @@ class PhysicsSampler:
         self._low, self._span = np.array(lows, dtype=float), np.array(spans, dtype=float)
         self._log = np.array(logs, dtype=bool)
         self._any_log = bool(self._log.any())
+        # The hot path's form: a flat view of the array instead of its name.
+        self._writes = [(physics.arrays[name].reshape(-1), pos, a, b, d) for name, pos, a, b, d in self.plan]
         physics.restore()
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        """``(info key, index of its draw)`` for every reported value (``body_mass/torso``, ...)."""
+        return list(self._keys)
+
+    def draw_rows(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` rows of draws at once, ``(n, draws)``: the batched world's per-simulation values."""
+        block = self._low + self._span * rng.random((n, self._low.size))
+        if self._any_log:
+            block[:, self._log] = np.exp(block[:, self._log])
+        for p, start, count in self._normal:
+            block[:, start:start + count] = _sample_normal(rng, p, (n, count))
+        return block
 
     def sample_and_apply(self, rng: np.random.Generator) -> dict[str, float]:
         """Draw new values and write them (each computed from the nominal values); return them by ``field/name``.

@@ -1,0 +1,354 @@
+"""A world as ``n`` simulations stepped together on MuJoCo's batch stepper (``mujoco.batch``).
+
+The Gymnasium path runs one Python env per simulation: a ~30 us physics step wrapped in
+tens of microseconds of Python. Here one ``Batch.step`` call advances every simulation in
+C, and everything around it (physics randomisation, effects, pushes, observation, reward,
+termination, reset, the policy's inputs) is array math over the simulations:
+
+- physics randomisation writes each simulation's own model fields (``Batch.expand``), from
+  the same spec ranges and the same affine writes as :class:`~sim2real.worlds.physics.PhysicsSampler`;
+- effects, pushes and policy inputs follow the Gymnasium wrappers' order and arithmetic
+  (:mod:`sim2real.worlds.batched_effects`);
+- observation, reward and termination are the task's kernel (:mod:`sim2real.worlds.kernels`).
+
+With the same model, state and actions the result is the Gymnasium env's to rounding
+(``tests/test_batched.py``). The random streams differ: one generator serves the batch.
+
+:class:`BatchedWorld` is the array core (no auto-reset); :class:`BatchedVecEnv` is the SB3
+``VecEnv`` over it that pretraining uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from mujoco.batch import Batch
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from sim2real.fields import FIELDS
+from sim2real.spec import PolicyInputs, SpecError, TaskSpec
+from sim2real.worlds.batched_effects import BatchedEffects
+from sim2real.worlds.inputs import extra_dims
+from sim2real.worlds.kernels import kernel_for
+from sim2real.worlds.make import _base_env, _spec
+from sim2real.worlds.physics import PhysicsModel, PhysicsSampler, apply_shift, element_names
+
+# PhysicsModel.arrays key -> the MjModel field Batch.expand takes.
+_MODEL_FIELD = {**{name: info.array for name, info in FIELDS.items()}, "body_inertia": "body_inertia"}
+
+
+class BatchUnsupported(ValueError):
+    """The world has something the batched path does not compute; use the Gymnasium path."""
+
+
+def unsupported_reason(task: str | TaskSpec, world: str = "sim") -> str | None:
+    """Why ``world`` of ``task`` cannot run batched, or ``None`` if it can."""
+    spec = _spec(task)
+    env = _base_env(spec)
+    try:
+        if kernel_for(env) is None:
+            return f"{spec.env_id} has no batched kernel (supported: Hopper, Walker2d, HalfCheetah, InvertedPendulum v5)"
+    finally:
+        env.close()
+    if world not in ("sim", "nominal") and spec.target(world).task_variant is not None:
+        return f"target {world!r} rewrites the reward (task variant {spec.target(world).task_variant!r})"
+    return None
+
+
+class _Pushes:
+    """:class:`~sim2real.worlds.physics.RandomPushes` for every simulation: same schedule, same draws' ranges."""
+
+    def __init__(self, pushes, body: int, n: int, xfrc: np.ndarray):
+        self.pushes, self.body, self.xfrc = pushes, body, xfrc
+        self.countdown = np.zeros(n, dtype=int)
+        self.remaining = np.zeros(n, dtype=int)
+        self.force = np.zeros(n)
+
+    def _interval(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        lo, hi = self.pushes.interval_steps
+        return rng.integers(lo, hi + 1, size=size)
+
+    def reset(self, rng: np.random.Generator, ids: np.ndarray) -> None:
+        self.xfrc[ids, self.body] = 0.0
+        self.countdown[ids] = self._interval(rng, len(ids))
+        self.remaining[ids] = 0
+
+    def before_step(self, rng: np.random.Generator) -> np.ndarray:
+        """Start the pushes that are due; return each simulation's force during this step."""
+        idle = self.remaining == 0
+        self.countdown[idle] -= 1
+        start = idle & (self.countdown <= 0)
+        if start.any():
+            k = int(start.sum())
+            lo, hi = self.pushes.force
+            self.force[start] = rng.uniform(lo, hi, k) * rng.choice([-1.0, 1.0], k)
+            self.remaining[start] = self.pushes.duration_steps
+            self.countdown[start] = self._interval(rng, k)
+            self.xfrc[start, self.body, 0] = self.force[start]
+        return np.where(self.remaining > 0, self.force, 0.0)
+
+    def after_step(self) -> None:
+        active = self.remaining > 0
+        self.remaining[active] -= 1
+        ended = active & (self.remaining == 0)
+        if ended.any():
+            self.xfrc[ended, self.body, 0] = 0.0
+
+
+class _Inputs:
+    """:class:`~sim2real.worlds.inputs.PolicyInputsWrapper` for every simulation: ``[obs, past obs, past commands]``."""
+
+    def __init__(self, inputs: PolicyInputs, n: int, obs_dim: int, act_dim: int):
+        self.history = inputs.history
+        k = max(self.history, 1)
+        self.past_obs = np.zeros((n, self.history, obs_dim))
+        self.past_actions = np.zeros((n, k, act_dim))
+        self.current = np.zeros((n, obs_dim))
+
+    def reset(self, ids: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        self.past_actions[ids] = 0.0
+        self.past_obs[ids] = obs[:, None, :]
+        self.current[ids] = obs
+        return self.compose(obs, ids)
+
+    def step(self, action: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        # Newest first, as the Gymnasium wrapper lays them out.
+        self.past_actions[:, 1:] = self.past_actions[:, :-1]
+        self.past_actions[:, 0] = action
+        if self.history:
+            self.past_obs[:, 1:] = self.past_obs[:, :-1]
+            self.past_obs[:, 0] = self.current
+        self.current = obs.copy()
+        return self.compose(obs, slice(None))
+
+    def compose(self, obs: np.ndarray, ids) -> np.ndarray:
+        n = len(obs)
+        return np.concatenate((obs, self.past_obs[ids].reshape(n, -1), self.past_actions[ids].reshape(n, -1)), axis=1)
+
+
+class BatchedWorld:
+    """``n`` simulations of one world of a task: the randomised sim (``"sim"``) or a target world.
+
+    Args:
+        task: a task name, spec path or loaded spec.
+        n: number of simulations.
+        world: ``"sim"`` (the spec's randomisation, effects and pushes; ``randomize=False`` gives
+            the nominal sim) or a target world's name (its fixed shift, effects and pushes).
+        seed: seeds the one generator behind every draw (reset states, physics, effects, pushes).
+        nthread: threads of the batch stepper (1: the caller's thread only).
+        inputs: the policy's inputs (last action, history), appended to every observation.
+
+    Example:
+        >>> import numpy as np
+        >>> world = BatchedWorld("hopper", n=4, seed=0)
+        >>> obs = world.reset()
+        >>> obs.shape
+        (4, 14)
+        >>> obs, reward, terminated, truncated = world.step(np.zeros((4, 3), dtype=np.float32))
+        >>> sorted(world.randomization[0])[:2]
+        ['actuator_gear/foot_joint', 'actuator_gear/leg_joint']
+    """
+
+    def __init__(self, task: str | TaskSpec, n: int, world: str = "sim", randomize: bool = True,
+                 seed: int | None = None, nthread: int = 1, inputs: PolicyInputs | None = None):
+        spec = _spec(task)
+        if n < 1:
+            raise ValueError(f"n={n}: a batched world needs at least one simulation")
+        reason = unsupported_reason(spec, world)
+        if reason:
+            raise BatchUnsupported(reason)
+        self.spec, self.n, self.world = spec, n, world
+        env = _base_env(spec)
+        self.kernel = kernel_for(env)
+        model = env.unwrapped.model
+        self.max_steps = spec.max_episode_steps
+        self.action_space = env.action_space
+        obs_space = env.observation_space
+        env.close()
+
+        physics = PhysicsModel(model)
+        params: list = []
+        if world == "sim":
+            r = spec.randomization
+            params = list(r.params) if randomize else []
+            pushes = r.pushes if randomize else None
+            effects = r.effects if randomize else None
+            self.when, self.interval = r.when, r.interval_episodes
+        else:
+            target = spec.target(world)
+            try:
+                self.shift = apply_shift(physics, list(target.physics))  # the shared model: every simulation
+            except SpecError as exc:
+                raise SpecError(f"{spec.path}: targets.{world}.{exc}") from None
+            pushes, effects = target.pushes, target.effects
+            self.when, self.interval = "reset", 1
+        try:
+            self.sampler = PhysicsSampler(physics, params) if params else None
+        except SpecError as exc:
+            raise SpecError(f"{spec.path}: {exc}") from None
+
+        self.batch = Batch(model, n, nthread=nthread)
+        self.qpos, self.qvel = self.batch.bind("qpos"), self.batch.bind("qvel")
+        self.ctrl = self.batch.bind("ctrl")
+        self._writes = self._plan_writes() if self.sampler else []
+        self.draws = np.zeros((n, len(self.sampler._low) if self.sampler else 0))
+        self.pushes = None
+        if pushes is not None:
+            bodies = element_names(model, "body_mass")
+            if pushes.body not in bodies:
+                raise SpecError(f"{spec.path}: pushes.body: unknown body {pushes.body!r}; valid bodies: {', '.join(bodies)}")
+            self.pushes = _Pushes(pushes, bodies.index(pushes.body), n, self.batch.bind("xfrc_applied"))
+        act_low, act_high = self.action_space.low, self.action_space.high
+        self.effects = BatchedEffects(effects, n, obs_space.shape[0], act_low, act_high, self.action_space.dtype)
+        self.inputs = _Inputs(inputs, n, obs_space.shape[0], act_low.size) if inputs is not None and inputs.active else None
+
+        extra = extra_dims(inputs, obs_space.shape[0], act_low.size) if self.inputs else 0
+        if extra:
+            low = np.concatenate([obs_space.low] * (1 + self.inputs.history) + [act_low.astype(obs_space.dtype)] * max(self.inputs.history, 1))
+            high = np.concatenate([obs_space.high] * (1 + self.inputs.history) + [act_high.astype(obs_space.dtype)] * max(self.inputs.history, 1))
+            self.observation_space = gym.spaces.Box(low, high, dtype=obs_space.dtype)
+        else:
+            self.observation_space = obs_space
+        self.rng = np.random.default_rng(seed)
+        self.episodes = np.zeros(n, dtype=int)  # per simulation, for ``when: once / interval``
+        self.t = np.zeros(n, dtype=int)
+        self.randomization: list[dict[str, float]] = [{} for _ in range(n)]
+        self.push_force = np.zeros(n)
+
+    def _plan_writes(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """The sampler's scalar writes grouped by model field: one fancy-indexed write per field per reset."""
+        by_field: dict[str, list] = {}
+        for name, pos, a, b, d in self.sampler.plan:
+            by_field.setdefault(name, []).append((pos, a, b, d))
+        out = []
+        for name, rows in by_field.items():
+            live = self.batch.expand(_MODEL_FIELD[name])  # (n, ...) per-simulation values, live
+            flat = live.reshape(self.n, -1)
+            if not np.shares_memory(flat, live):
+                raise RuntimeError(f"mujoco.batch: {name} is not contiguous; cannot write it in place")
+            pos, a, b, d = (np.array(c) for c in zip(*rows))
+            out.append((flat, pos, a, b, d))
+        return out
+
+    def seed(self, seed: int | None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    # ---- episodes
+    def reset(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """Start new episodes in simulations ``ids`` (all by default); return their first observations."""
+        ids = np.arange(self.n) if ids is None else np.asarray(ids, dtype=int)
+        rng = self.rng
+        if self.sampler is not None:
+            due = ids if self.when == "reset" else ids[
+                (self.episodes[ids] == 0) | ((self.when == "interval") & (self.episodes[ids] % self.interval == 0))]
+            if len(due):
+                rows = self.sampler.draw_rows(rng, len(due))
+                self.draws[due] = rows
+                for flat, pos, a, b, d in self._writes:
+                    flat[due[:, None], pos] = a * rows[:, d] + b
+        self.episodes[ids] += 1
+        self.batch.reset(ids, stage=0)  # mjSTAGE_NONE: the state is written next, then forward
+        qpos, qvel = self.kernel.reset_state(rng, len(ids))
+        self.qpos[ids], self.qvel[ids] = qpos, qvel
+        self.batch.forward(ids)
+        if self.pushes is not None:
+            self.pushes.reset(rng, ids)
+        self.t[ids] = 0
+        seen = self.effects.reset(rng, ids, self.kernel.observe(qpos, qvel))
+        keys = self.sampler.keys if self.sampler else []
+        for i in ids:
+            info = {key: float(self.draws[i, d]) for key, d in keys}
+            info.update(self.effects.sampled(i))
+            self.randomization[i] = info
+        return self.inputs.reset(ids, seen) if self.inputs else seen
+
+    def set_state(self, ids, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Put simulations ``ids`` in the given state (as Gymnasium's ``set_state``: then ``mj_forward``)."""
+        ids = np.atleast_1d(np.asarray(ids, dtype=int))
+        self.qpos[ids], self.qvel[ids] = qpos, qvel
+        self.batch.forward(ids)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Advance every simulation one control step: ``obs, reward, terminated, truncated`` (no auto-reset)."""
+        action = np.asarray(action, dtype=self.action_space.dtype).reshape(self.n, -1)
+        rng = self.rng
+        motor = self.effects.to_motor(rng, action)
+        if self.pushes is not None:
+            self.push_force = self.pushes.before_step(rng)
+        x_before = self.qpos[:, 0].copy()
+        self.ctrl[:] = motor
+        self.batch.step(nstep=self.kernel.frame_skip)
+        if self.pushes is not None:
+            self.pushes.after_step()
+        out = self.kernel.step(x_before, self.qpos, self.qvel, motor)
+        self.t += 1
+        truncated = self.t >= self.max_steps
+        seen = self.effects.observe(rng, out.obs)
+        if self.inputs:
+            seen = self.inputs.step(action, seen)
+        return seen, out.reward, out.terminated, truncated
+
+
+class BatchedVecEnv(VecEnv):
+    """An SB3 ``VecEnv`` over a :class:`BatchedWorld`: auto-reset, episode infos, SB3's dtypes.
+
+    Each step's infos carry ``randomization`` (the episode's draws, as the Gymnasium worlds
+    report them); a finished episode's carry ``terminal_observation`` and ``TimeLimit.truncated``.
+    """
+
+    def __init__(self, world: BatchedWorld):
+        self.world = world
+        self.render_mode = None
+        super().__init__(world.n, world.observation_space, world.action_space)
+        self._actions: np.ndarray | None = None
+
+    def seed(self, seed: int | None = None):
+        self.world.seed(seed)
+        return [seed] * self.num_envs
+
+    def reset(self):
+        obs = self.world.reset()
+        self.reset_infos = [{"randomization": r} for r in self.world.randomization]
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        obs, reward, terminated, truncated = self.world.step(self._actions)
+        done = terminated | truncated
+        infos: list[dict[str, Any]] = [{"randomization": r} for r in self.world.randomization]
+        if done.any():
+            ids = np.flatnonzero(done)
+            for i in ids:
+                infos[i]["terminal_observation"] = obs[i].copy()
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            obs = obs.copy()
+            obs[ids] = self.world.reset(ids)
+            for i in ids:
+                self.reset_infos[i] = {"randomization": self.world.randomization[i]}
+        return obs, reward.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        if attr_name == "render_mode":
+            return [None] * len(self._indices(indices))
+        raise AttributeError(f"the batched world has no per-env attribute {attr_name!r}")
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        raise AttributeError(f"the batched world's simulations have no settable attribute {attr_name!r}")
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        raise AttributeError(f"the batched world's simulations are not Gymnasium envs (no {method_name}())")
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
