@@ -36,7 +36,8 @@ import numpy as np
 # Return thresholds in the nominal sim (the issue's; near the RL Zoo's PPO returns at 1M steps).
 THRESHOLDS = {"hopper": 3000.0, "walker2d": 3000.0, "half_cheetah": 4000.0, "inverted_pendulum": 1000.0}
 
-# rl_zoo3 2.9.2, hyperparams/ppo.yml, Hopper-v4 (tuned): used when rl_zoo3 is not installed.
+# rl_zoo3 2.9.2, hyperparams/{ppo,sac}.yml, Hopper-v4: used when rl_zoo3 is not installed.
+ZOO_SAC_HOPPER = {"learning_starts": 10000}  # the Zoo's MuJoCo defaults for SAC
 ZOO_PPO_HOPPER = {
     "normalize": True, "n_envs": 1, "batch_size": 32, "n_steps": 512, "gamma": 0.999,
     "learning_rate": 9.80828e-05, "ent_coef": 0.00229519, "clip_range": 0.2, "n_epochs": 5, "gae_lambda": 0.99,
@@ -80,8 +81,9 @@ def _steps_contenders(task: str, n: int):
     import gymnasium as gym
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    from sim2real.learning.envs import BatchedVecEnv
     from sim2real.spec import load_spec
-    from sim2real.worlds.batched import BatchedVecEnv, BatchedWorld
+    from sim2real.worlds.batched import BatchedWorld
     from sim2real.worlds.inputs import WithInputs
     from sim2real.worlds.make import EnvFactory, make_sim_env
 
@@ -127,8 +129,8 @@ def _zoo_hyperparams(task: str) -> tuple[dict[str, Any], str]:
     """The RL Zoo's tuned PPO entry for the task, from the installed package when there is one."""
     env = {"hopper": "Hopper-v4", "walker2d": "Walker2d-v4", "half_cheetah": "HalfCheetah-v4"}.get(task)
     try:
-        import yaml
         import rl_zoo3
+        import yaml
 
         path = Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml"
         entry = yaml.safe_load(path.read_text())[env]
@@ -157,8 +159,9 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
     from sim2real.learning.algos import ALGOS, algo_kwargs
+    from sim2real.learning.envs import BatchedVecEnv
     from sim2real.spec import load_spec
-    from sim2real.worlds.batched import BatchedVecEnv, BatchedWorld
+    from sim2real.worlds.batched import BatchedWorld
 
     torch.set_num_threads(1)
     spec = load_spec(task)
@@ -171,7 +174,7 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
     elif contender == "sb3":
         venv = VecMonitor(DummyVecEnv([lambda: gym.make(spec.env_id)]))
     elif contender == "zoo":
-        zoo, _source = _zoo_hyperparams(task)
+        zoo, _source = _zoo_hyperparams(task, algo)
         normalize = zoo.pop("normalize", False)
         zoo.pop("n_envs", None)
         if "policy_kwargs" in zoo:
@@ -237,7 +240,7 @@ def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000,
                         "final_return": last["return"], "best_return": max((r["return"] for r in rows), default=None),
                         "train_s": last["train_s"], "steps_per_s": last["step"] / last["train_s"] if rows else None,
                         "curve": rows})
-    zoo_source = _zoo_hyperparams(task)[1] if "zoo" in contenders else None
+    zoo_source = _zoo_hyperparams(task, algo)[1] if "zoo" in contenders else None
     return {"kind": "learn", "task": task, "algo": algo, "steps": steps, "eval_every": eval_every,
             "eval_episodes": eval_episodes, "seed": seed, "n": n, "zoo_hyperparams": zoo_source,
             "concurrent_processes": len(contenders), **machine(), "results": results}

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
+from sim2real.learning.envs import BatchedVecEnv
 from sim2real.spec import Effects, Motor, PhysicsShift, PolicyInputs, Pushes, TargetWorld, load_spec
-from sim2real.worlds.batched import BatchedVecEnv, BatchedWorld, BatchUnsupported, unsupported_reason
+from sim2real.worlds.batched import BatchedVectorEnv, BatchedWorld, BatchUnsupported, unsupported_reason
 from sim2real.worlds.batched_effects import BatchedEffects
 from sim2real.worlds.inputs import with_inputs
 from sim2real.worlds.make import make_sim_env, make_target_env
@@ -172,6 +173,17 @@ def test_vec_env_auto_resets_with_sb3_infos_and_is_reproducible():
     np.testing.assert_array_equal(again.reset(), BatchedVecEnv(BatchedWorld(spec, 3, seed=5)).reset())
 
 
+def test_gymnasium_vector_env_resets_in_the_same_step():
+    spec = load_spec("inverted_pendulum").model_copy(update={"max_episode_steps": 5})
+    envs = BatchedVectorEnv(BatchedWorld(spec, 2))
+    obs, infos = envs.reset(seed=0)
+    assert envs.observation_space.shape == obs.shape == (2, 4) and len(infos["randomization"]) == 2
+    for _ in range(5):
+        obs, reward, terminated, truncated, infos = envs.step(np.zeros((2, 1), dtype=np.float32))
+    assert truncated.all() and infos["_final_obs"].all() and infos["final_obs"][0].shape == (4,)
+    assert np.abs(obs).max() <= 0.01  # the new episodes' first observations (reset noise 0.01)
+
+
 def test_sb3_trains_on_the_batched_world():
     venv = BatchedVecEnv(BatchedWorld("inverted_pendulum", 4, seed=0, inputs=PolicyInputs(last_action=True)))
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
@@ -184,3 +196,21 @@ def test_worlds_the_batch_does_not_compute_are_named():
     with pytest.raises(BatchUnsupported, match="task variant"):
         BatchedWorld("hopper", 2, world="real_backwards")
     assert unsupported_reason("hopper", "real") is None
+
+
+def test_pretraining_batches_two_or_more_envs_and_says_so(tiny_pretrained):
+    import json
+
+    from sim2real.learning.pretrain import PretrainConfig, resolve_stepper
+
+    assert json.loads((tiny_pretrained / "run.json").read_text())["config"]["stepper"] == "batch"  # 2 envs
+    spec = load_spec("hopper")
+    assert resolve_stepper(PretrainConfig("hopper"), spec, 1) == "gym"  # one env: the steppers run alike
+    assert resolve_stepper(PretrainConfig("hopper", stepper="batch"), spec, 1) == "batch"
+    assert resolve_stepper(PretrainConfig("hopper", subproc=True), spec, 8) == "gym"
+    with pytest.raises(ValueError, match="does not combine"):
+        resolve_stepper(PretrainConfig("hopper", subproc=True, stepper="batch"), spec, 8)
+    ant = spec.model_copy(update={"env_id": "Ant-v5", "randomization": spec.randomization.model_copy(update={"params": []})})
+    with pytest.raises(ValueError, match="no batched kernel"):
+        resolve_stepper(PretrainConfig("hopper", stepper="batch"), ant, 8)
+    assert resolve_stepper(PretrainConfig("hopper"), ant, 8) == "gym"

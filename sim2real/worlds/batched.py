@@ -14,8 +14,9 @@ termination, reset, the policy's inputs) is array math over the simulations:
 With the same model, state and actions the result is the Gymnasium env's to rounding
 (``tests/test_batched.py``). The random streams differ: one generator serves the batch.
 
-:class:`BatchedWorld` is the array core (no auto-reset); :class:`BatchedVecEnv` is the SB3
-``VecEnv`` over it that pretraining uses.
+:class:`BatchedWorld` is the array core (no auto-reset); :class:`BatchedVectorEnv` is a
+Gymnasium vector env over it (same-step auto-reset); the SB3 ``VecEnv`` that pretraining uses is
+:class:`sim2real.learning.envs.BatchedVecEnv` (this layer loads no torch).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from mujoco.batch import Batch
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from sim2real.fields import FIELDS
 from sim2real.spec import PolicyInputs, SpecError, TaskSpec
@@ -142,9 +142,9 @@ class BatchedWorld:
 
     Example:
         >>> import numpy as np
-        >>> world = BatchedWorld("hopper", n=4, seed=0)
+        >>> world = BatchedWorld("hopper", n=4, seed=0, inputs=PolicyInputs(last_action=True))
         >>> obs = world.reset()
-        >>> obs.shape
+        >>> obs.shape  # 11 observations + the last command (3)
         (4, 14)
         >>> obs, reward, terminated, truncated = world.step(np.zeros((4, 3), dtype=np.float32))
         >>> sorted(world.randomization[0])[:2]
@@ -291,64 +291,49 @@ class BatchedWorld:
         return seen, out.reward, out.terminated, truncated
 
 
-class BatchedVecEnv(VecEnv):
-    """An SB3 ``VecEnv`` over a :class:`BatchedWorld`: auto-reset, episode infos, SB3's dtypes.
+class BatchedVectorEnv(gym.vector.VectorEnv):
+    """A Gymnasium vector env over a :class:`BatchedWorld`, auto-resetting in the same step.
 
-    Each step's infos carry ``randomization`` (the episode's draws, as the Gymnasium worlds
-    report them); a finished episode's carry ``terminal_observation`` and ``TimeLimit.truncated``.
+    A finished episode's last observation and info are in ``infos["final_obs"]`` /
+    ``infos["final_info"]`` (masked by ``infos["_final_obs"]``), as Gymnasium's ``SyncVectorEnv``
+    does in ``AutoresetMode.SAME_STEP``.
+
+    Example:
+        >>> import numpy as np
+        >>> envs = BatchedVectorEnv(BatchedWorld("inverted_pendulum", n=2))
+        >>> obs, infos = envs.reset(seed=0)
+        >>> obs.shape, envs.single_action_space.shape
+        ((2, 4), (1,))
     """
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
     def __init__(self, world: BatchedWorld):
         self.world = world
-        self.render_mode = None
-        super().__init__(world.n, world.observation_space, world.action_space)
-        self._actions: np.ndarray | None = None
+        self.num_envs = world.n
+        self.single_observation_space = world.observation_space
+        self.single_action_space = world.action_space
+        self.observation_space = gym.vector.utils.batch_space(world.observation_space, world.n)
+        self.action_space = gym.vector.utils.batch_space(world.action_space, world.n)
 
-    def seed(self, seed: int | None = None):
-        self.world.seed(seed)
-        return [seed] * self.num_envs
-
-    def reset(self):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.world.seed(seed)
         obs = self.world.reset()
-        self.reset_infos = [{"randomization": r} for r in self.world.randomization]
-        return obs
+        return obs, {"randomization": list(self.world.randomization)}
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = actions
-
-    def step_wait(self):
-        obs, reward, terminated, truncated = self.world.step(self._actions)
+    def step(self, actions):
+        obs, reward, terminated, truncated = self.world.step(actions)
+        infos: dict[str, Any] = {"randomization": list(self.world.randomization)}
         done = terminated | truncated
-        infos: list[dict[str, Any]] = [{"randomization": r} for r in self.world.randomization]
         if done.any():
             ids = np.flatnonzero(done)
+            final = np.empty(self.num_envs, dtype=object)
             for i in ids:
-                infos[i]["terminal_observation"] = obs[i].copy()
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                final[i] = obs[i].copy()
+            infos.update({"final_obs": final, "_final_obs": done.copy(),
+                          "final_info": {"randomization": list(self.world.randomization)}, "_final_info": done.copy()})
             obs = obs.copy()
             obs[ids] = self.world.reset(ids)
-            for i in ids:
-                self.reset_infos[i] = {"randomization": self.world.randomization[i]}
-        return obs, reward.astype(np.float32), done, infos
-
-    def close(self) -> None:
-        pass
-
-    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        if attr_name == "render_mode":
-            return [None] * len(self._indices(indices))
-        raise AttributeError(f"the batched world has no per-env attribute {attr_name!r}")
-
-    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        raise AttributeError(f"the batched world's simulations have no settable attribute {attr_name!r}")
-
-    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-        raise AttributeError(f"the batched world's simulations are not Gymnasium envs (no {method_name}())")
-
-    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-        return [False] * len(self._indices(indices))
-
-    def _indices(self, indices) -> list[int]:
-        if indices is None:
-            return list(range(self.num_envs))
-        return [indices] if isinstance(indices, int) else list(indices)
+            infos["randomization"] = list(self.world.randomization)
+        return obs, reward, terminated, truncated, infos

@@ -1,0 +1,34 @@
+"""`sim2real bench` with tiny budgets: it runs every contender and writes its JSON and table (no timing asserted)."""
+
+import json
+
+import pytest
+
+from sim2real import bench
+from sim2real.cli import main
+
+
+def test_steps_bench_measures_every_contender_and_writes_a_table(tmp_path):
+    result = bench.bench_steps(["inverted_pendulum"], n=2, repeats=2, steps=64)
+    names = [r["contender"] for r in result["results"]]
+    assert len(names) == 6 and any(n.startswith("batched x2") for n in names)
+    for r in result["results"]:
+        assert len(r["runs"]) == 2 and r["min"] <= r["median"] <= r["max"] and r["median"] > 0
+    md = bench.write(result, tmp_path)
+    text = md.read_text()
+    assert "mujoco" in text and "| inverted_pendulum | batched x2, 1 thread" in text
+    assert json.loads((tmp_path / "bench_steps.json").read_text())["versions"]["mujoco"]
+
+
+@pytest.mark.slow  # three short training runs in subprocesses
+def test_learn_bench_races_sim2real_sb3_and_the_zoo(tmp_path, capsys):
+    code = main(["bench", "learn", "--tasks", "hopper", "--steps", "512", "--eval-every", "256", "--eval-episodes", "1",
+                 "--n", "4", "--out", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "bench_learn_hopper_ppo.json").read_text())
+    assert [r["contender"] for r in result["results"]] == ["sim2real", "sb3", "zoo"]
+    for r in result["results"]:
+        assert r["final_step"] >= 512 and [row["step"] for row in r["curve"]][:2] == [256, 512]
+        assert r["train_s"] > 0
+    assert "Hopper-v4" in result["zoo_hyperparams"]
+    assert "| sim2real |" in (tmp_path / "bench_learn_hopper_ppo.md").read_text()
