@@ -316,6 +316,49 @@ def metrics_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
+def write_tidy_curves(runs: dict, study_dir: Path) -> Path:
+    """``curves.csv``: one row per evaluation (target, strategy, seed, step, return), for pandas / seaborn / R."""
+    lines = ["target,strategy,seed,step,return"]
+    for target, strategies in runs.items():
+        for strategy, seeded in sorted(strategies.items(), key=lambda kv: _rank(kv[0])):
+            for seed, curve in sorted(seeded, key=lambda sc: sc[0]):
+                lines += [f"{target},{strategy},{seed},{step:.0f},{ret:.6g}" for step, ret in zip(curve.steps, curve.returns)]
+    path = study_dir / "curves.csv"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+# What a strategy's runs were trained with, beyond the spec: the transfer flags that change the learning.
+_SETTINGS = ("algo", "lr_scale", "feature_layers", "freeze_layers", "reinit_head", "norm", "reset_exploration",
+             "critic_warmup", "calibrate_episodes", "calibrate_sim_steps")
+
+
+def runs_table(study_dir: Path) -> list[list[str]]:
+    """Per target and strategy: finished and failed runs, wall-clock per run, and the resolved settings."""
+    groups: dict[tuple[str, str], dict] = {}
+    for run_dir in sorted(p for p in (study_dir / "runs").glob("*/*/s*") if p.is_dir()):
+        g = groups.setdefault((run_dir.parent.parent.name, run_dir.parent.name),
+                              {"finished": 0, "failed": 0, "wall": [], "settings": None})
+        if (run_dir / "error.txt").exists():
+            g["failed"] += 1
+        if not (run_dir / "result.json").exists():
+            continue
+        g["finished"] += 1
+        result = json.loads((run_dir / "result.json").read_text())
+        if "wall_seconds" in result:
+            g["wall"].append(result["wall_seconds"])
+        if g["settings"] is None and (run_dir / "run.json").exists():
+            config = json.loads((run_dir / "run.json").read_text())["config"]
+            hyper = {**(config.get("spec", {}).get("transfer", {}).get("hyperparams") or {}), **(config.get("overrides") or {})}
+            g["settings"] = ", ".join([f"{k} {config[k]}" for k in _SETTINGS if config.get(k) not in (None, False, {}, 0)]
+                                      + [f"{k} {v}" for k, v in hyper.items()])
+    rows = [["target", "strategy", "finished", "failed", "wall-clock per run (median)", "settings"]]
+    for (target, strategy), g in sorted(groups.items(), key=lambda kv: (kv[0][0], _rank(kv[0][1]))):
+        wall = f"{float(np.median(g['wall'])) / 60:.1f} min" if g["wall"] else "not recorded"
+        rows.append([target, strategy, str(g["finished"]), str(g["failed"]), wall, g["settings"] or "—"])
+    return rows
+
+
 def case_lines(metrics: dict) -> list[str]:
     lines = []
     for target, t in metrics["targets"].items():
@@ -369,6 +412,11 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
     write_tensorboard_layout(study_dir)
 
     rows = metrics_table(metrics)
+    write_tidy_curves(runs, study_dir)
+    run_rows = runs_table(study_dir)
+    failed = sum(int(r[3]) for r in run_rows[1:])
+    failed_note = ([f"> **{failed} run(s) failed** and are left out of every number below; each failed run's "
+                    "folder has its `error.txt`.", ""] if failed else [])
     gaps = "\n".join(f"- {t}: zero-shot {_fmt(m['zero_shot_return'])}, sim-to-real gap {_fmt(m['sim_to_real_gap'])}"
                      for t, m in metrics["targets"].items())
     cfg = study["config"]
@@ -385,10 +433,13 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
     def document(image) -> str:
         """The report as markdown; ``image`` renders a figure (a file link for .md, inline data for .html)."""
         return "\n".join([
-            f"# Transfer report: {metrics['task']}", "", header, "", *seeds_note, "## Sim-to-real gap", gaps, "",
+            f"# Transfer report: {metrics['task']}", "", header, "", *seeds_note, *failed_note,
+            "## Sim-to-real gap", gaps, "",
             "## Which case, and did the recommendation hold?", *[f"- {x}" for x in case_lines(metrics)], "",
             *calibrations,
             "## Metrics", "", md_table(rows), "", *[image(p) + "\n" for p in images], "",
+            "## Runs", "", md_table(run_rows), "",
+            "Every evaluation of every run, one row each: `curves.csv` (target, strategy, seed, step, return).", "",
             "## Definitions", DEFINITIONS, "## Reproducibility", repro, ""])
 
     return write_report(study_dir, document, "sim2real report", atomic_write_text)

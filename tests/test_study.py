@@ -37,6 +37,12 @@ def test_study_writes_metrics_and_reports(tiny_study):
     assert (out / "curves_heavy.png").stat().st_size > 1000
     # rliable's performance profile and probability-of-improvement figure, linked in the report.
     assert "rliable_heavy.png" in md and (out / "rliable_heavy.png").stat().st_size > 1000
+    # The runs behind the numbers: counts, wall-clock, settings; and every evaluation as a tidy CSV.
+    assert "| heavy | finetune | 2 | 0 |" in md and "lr_scale 0.1" in md and " min |" in md
+    tidy = (out / "curves.csv").read_text().splitlines()
+    assert tidy[0] == "target,strategy,seed,step,return"
+    assert {tuple(r.split(",")[:3]) for r in tidy[1:]} == {("heavy", s, str(seed)) for s in ("finetune", "scratch")
+                                                          for seed in (0, 1)}
 
 
 def test_rerun_skips_finished_runs(tiny_study):
@@ -169,7 +175,7 @@ def test_sim2real_report_reproduces_a_committed_study(name, tmp_path):
         assert after["targets"][target].get("case") == entry.get("case")
     html = (copy / "report.html").read_text()
     assert "**" not in html and "<strong>" in html  # rendered by Python-Markdown, not a hand-written converter
-    assert html.count("<table>") == 1 and html.count("data:image/png;base64,") >= 2
+    assert html.count("<table>") == 2 and html.count("data:image/png;base64,") >= 2  # metrics and runs
 
 
 def test_a_rerun_with_other_settings_is_refused_and_writes_nothing(tiny_study):
@@ -216,4 +222,5 @@ def test_failed_runs_make_the_study_fail_after_the_report(tiny_pretrained, tmp_p
     with pytest.raises(StudyRunsFailed, match="2 of 2 runs failed"):
         run_study(cfg, out=tmp_path / "s", quiet=True)
     assert (tmp_path / "s" / "report.md").exists()
+    assert "run(s) failed" in (tmp_path / "s" / "report.md").read_text()
     assert "missing.yaml" in (tmp_path / "s" / "runs" / "heavy" / "finetune" / "s0" / "error.txt").read_text()

@@ -8,6 +8,7 @@ with every target step it used: training and evaluation).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -258,6 +259,7 @@ def _resume_point(run_dir: Path, cfg: TransferConfig) -> Path | None:
 def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_dir: Path, env_fn, eval_env,
          session: RobotSession | None, phase, quiet: bool, checkpoint: Path | None = None,
          target_factory=None) -> Path:
+    started = time.monotonic()
     on_robot = session is not None
     task_changed = bool(cfg.target in spec.targets and spec.targets[cfg.target].task_variant)
     # A robot's evaluations cost wall-clock time and wear: fewer episodes, about four evaluations a run.
@@ -312,7 +314,7 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
             logger.dump(step)
         logger.close()
         return _finish(run_dir, cfg, strategy, budget, zs.returns, None, "no training",
-                       {"training": 0, "evaluation": eval_steps + zs.steps}, session)
+                       {"training": 0, "evaluation": eval_steps + zs.steps}, started, session)
 
     recorded = 0
     if strategy == "calibrate":  # record, fit the sim, continue there; then fine-tune what comes out
@@ -387,7 +389,8 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     steps = {"training": int(model.num_timesteps) - recorded, "evaluation": eval_steps + eval_cb.steps["target"]}
     if recorded:
         steps["recording"] = recorded
-    return _finish(run_dir, cfg, strategy, budget, eval_cb.last_returns["target"], decision, what, steps, session)
+    return _finish(run_dir, cfg, strategy, budget, eval_cb.last_returns["target"], decision, what, steps, started,
+                   session)
 
 
 class RobotGuard(BaseCallback):
@@ -419,7 +422,7 @@ def _tb_logger(run_dir: Path, cfg: TransferConfig, strategy: str):
 
 
 def _finish(run_dir: Path, cfg: TransferConfig, strategy: str, budget: int, final_returns: list[float],
-            decision: CaseDecision | None, what: str, target_steps: dict[str, int],
+            decision: CaseDecision | None, what: str, target_steps: dict[str, int], started: float,
             session: RobotSession | None = None) -> Path:
     result = {
         "strategy": cfg.strategy,
@@ -433,6 +436,8 @@ def _finish(run_dir: Path, cfg: TransferConfig, strategy: str, budget: int, fina
         "decision": asdict(decision) if decision else None,
         # Every interaction with the target world: on a robot, its time and wear.
         "target_steps": {**target_steps, "total": sum(target_steps.values())},
+        # Wall-clock of the attempt that finished the run (a resumed run's earlier attempts are not in it).
+        "wall_seconds": round(time.monotonic() - started, 1),
     }
     if session is not None:
         # The robot's own count (every step that reached it, safe actions included) and its time.
