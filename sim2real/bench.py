@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-# Return thresholds in the nominal sim (the issue's; near the RL Zoo's PPO returns at 1M steps).
+# Return thresholds in the nominal sim (set by the issue that asked for this benchmark; above the RL Zoo's
+# published PPO return on Hopper, 2,410 at 1M steps, so a contender may not reach it).
 THRESHOLDS = {"hopper": 3000.0, "walker2d": 3000.0, "half_cheetah": 4000.0, "inverted_pendulum": 1000.0}
 
 # rl_zoo3 2.9.2, hyperparams/{ppo,sac}.yml, Hopper-v4: used when rl_zoo3 is not installed.
@@ -78,7 +79,6 @@ def _rate_vec(venv, steps: int, rng: np.random.Generator) -> float:
 
 def _steps_contenders(task: str, n: int):
     """Name -> (builder of a VecEnv, what it is). Built lazily so each is measured fresh."""
-    import gymnasium as gym
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from sim2real.learning.envs import BatchedVecEnv
@@ -89,7 +89,7 @@ def _steps_contenders(task: str, n: int):
 
     spec = load_spec(task)
     world = WithInputs(EnvFactory(make_sim_env, task), spec.observation)
-    plain = EnvFactory(gym.make, spec.env_id)
+    plain = EnvFactory(make_sim_env, task, randomize=False)  # the Gymnasium env as the spec builds it
     return {
         "gymnasium env (plain)": (lambda: DummyVecEnv([plain]), "one plain Gymnasium env, no randomisation"),
         "gymnasium env (DR + effects)": (lambda: DummyVecEnv([world]), "one randomised sim world, Gymnasium wrappers"),
@@ -125,21 +125,25 @@ def bench_steps(tasks: list[str], n: int = 16, repeats: int = 3, steps: int = 40
 
 
 # ---------------------------------------------------------------- time to a return threshold
-def _zoo_hyperparams(task: str) -> tuple[dict[str, Any], str]:
-    """The RL Zoo's tuned PPO entry for the task, from the installed package when there is one."""
+def _zoo_hyperparams(task: str, algo: str = "ppo") -> tuple[dict[str, Any], str]:
+    """The RL Zoo's tuned entry for the task and algorithm, from the installed package when there is one."""
     env = {"hopper": "Hopper-v4", "walker2d": "Walker2d-v4", "half_cheetah": "HalfCheetah-v4"}.get(task)
+    if algo not in ("ppo", "sac"):
+        raise ValueError(f"bench learn --algo {algo!r}: allowed: ppo, sac")
     try:
         import rl_zoo3
         import yaml
 
-        path = Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml"
-        entry = yaml.safe_load(path.read_text())[env]
-        return {k: v for k, v in entry.items() if k not in ("policy", "n_timesteps")}, f"rl_zoo3 {rl_zoo3.__version__} {env}"
+        path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+        entry = yaml.safe_load(path.read_text())[env]  # its anchors (<<: *mujoco-defaults) resolve in safe_load
+        return ({k: v for k, v in entry.items() if k not in ("policy", "n_timesteps")},
+                f"rl_zoo3 {rl_zoo3.__version__} {env} {algo}")
     except (ImportError, KeyError, OSError):
         if task != "hopper":
-            raise ValueError(f"no RL Zoo hyperparameters for {task} without rl_zoo3 installed "
+            raise ValueError(f"no RL Zoo {algo} hyperparameters for {task} without rl_zoo3 installed "
                              "(pip install 'sim2real[bench]')") from None
-        return dict(ZOO_PPO_HOPPER), "rl_zoo3 2.9.2 Hopper-v4 (copy in sim2real.bench)"
+        copy = ZOO_PPO_HOPPER if algo == "ppo" else ZOO_SAC_HOPPER
+        return dict(copy), f"rl_zoo3 2.9.2 Hopper-v4 {algo} (copy in sim2real.bench)"
 
 
 def _zoo_policy_kwargs(value: str) -> dict[str, Any]:
@@ -151,8 +155,11 @@ def _zoo_policy_kwargs(value: str) -> dict[str, Any]:
 
 def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, eval_episodes: int, seed: int,
             n: int, out: Path) -> None:
-    """One contender's run (in its own process): evaluations as JSON lines in ``out``."""
-    import gymnasium as gym
+    """One contender's run (in its own process): evaluations as JSON lines in ``out``.
+
+    Its clocks: ``train_s`` is wall-clock, ``cpu_s`` the process's CPU time (``time.process_time``: every thread
+    of the process, none of the waiting), which concurrent contenders do not inflate; both stop during evaluations.
+    """
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -162,17 +169,26 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
     from sim2real.learning.envs import BatchedVecEnv
     from sim2real.spec import load_spec
     from sim2real.worlds.batched import BatchedWorld
+    from sim2real.worlds.make import make_sim_env
 
     torch.set_num_threads(1)
     spec = load_spec(task)
+
+    def nominal():  # the Gymnasium env exactly as the spec builds it (env kwargs, time limit, no checker)
+        return make_sim_env(spec, randomize=False)
+
     kwargs = algo_kwargs(spec, algo, {})
     normalize = spec.pretrain.normalize
     if contender == "sim2real":
         if algo == "ppo":  # the same rollout size per update, gathered from n envs at once
-            kwargs["n_steps"] = max(kwargs.get("n_steps", 2048) // n, 1)
+            if kwargs.get("n_steps", 2048) % n:
+                raise ValueError(f"n_steps {kwargs.get('n_steps', 2048)} is not a multiple of --n {n}")
+            kwargs["n_steps"] = kwargs.get("n_steps", 2048) // n
+        else:  # off-policy: as many gradient steps per collected transition as one env would make
+            kwargs["gradient_steps"] = kwargs.get("gradient_steps", 1) * n
         venv = VecMonitor(BatchedVecEnv(BatchedWorld(spec, n, randomize=False, seed=seed)))
     elif contender == "sb3":
-        venv = VecMonitor(DummyVecEnv([lambda: gym.make(spec.env_id)]))
+        venv = VecMonitor(DummyVecEnv([nominal]))
     elif contender == "zoo":
         zoo, _source = _zoo_hyperparams(task, algo)
         normalize = zoo.pop("normalize", False)
@@ -180,35 +196,37 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
         if "policy_kwargs" in zoo:
             zoo["policy_kwargs"] = _zoo_policy_kwargs(zoo["policy_kwargs"])
         kwargs = zoo
-        venv = VecMonitor(DummyVecEnv([lambda: gym.make(spec.env_id)]))
+        venv = VecMonitor(DummyVecEnv([nominal]))
     else:
         raise ValueError(f"contender {contender!r}: allowed: sim2real, sb3, zoo")
     if normalize:
         venv = VecNormalize(venv, gamma=kwargs.get("gamma", 0.99))
     model = ALGOS[algo]("MlpPolicy", venv, seed=seed, device="cpu", **kwargs)
-    eval_env = VecMonitor(DummyVecEnv([lambda: gym.make(spec.env_id)]))
+    eval_env = VecMonitor(DummyVecEnv([nominal]))
     if normalize:
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
 
     class Clock(BaseCallback):
         def __init__(self):
             super().__init__()
-            self.train_s, self.mark, self.next = 0.0, time.perf_counter(), eval_every
+            self.train_s, self.cpu_s, self.next = 0.0, 0.0, eval_every
+            self.mark, self.cpu_mark = time.perf_counter(), time.process_time()
 
         def _on_step(self) -> bool:
             if self.num_timesteps < self.next:
                 return True
-            self.train_s += time.perf_counter() - self.mark  # the evaluation below is off the clock
+            self.train_s += time.perf_counter() - self.mark  # the evaluation below is off both clocks
+            self.cpu_s += time.process_time() - self.cpu_mark
             self.next += eval_every
             if normalize:
                 eval_env.obs_rms = venv.obs_rms.copy()
             returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True,
                                          return_episode_rewards=True)
             row = {"contender": contender, "step": self.num_timesteps, "train_s": round(self.train_s, 2),
-                   "return": float(np.mean(returns))}
+                   "cpu_s": round(self.cpu_s, 2), "return": float(np.mean(returns))}
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            self.mark = time.perf_counter()
+            self.mark, self.cpu_mark = time.perf_counter(), time.process_time()
             return True
 
     model.learn(steps, callback=Clock())
@@ -234,11 +252,15 @@ def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000,
     for c in contenders:
         rows = [json.loads(line) for line in logs[c].read_text().splitlines()]
         hit = next((r for r in rows if r["return"] >= threshold), None)
-        last = rows[-1] if rows else {"step": 0, "train_s": float("nan"), "return": float("nan")}
-        results.append({"contender": c, "threshold": threshold, "time_to_threshold_s": hit["train_s"] if hit else None,
+        if not rows:
+            raise RuntimeError(f"bench learn: {c} logged no evaluation (--steps below --eval-every?)")
+        last = rows[-1]
+        results.append({"contender": c, "threshold": threshold,
+                        "cpu_to_threshold_s": hit["cpu_s"] if hit else None,
+                        "time_to_threshold_s": hit["train_s"] if hit else None,
                         "steps_to_threshold": hit["step"] if hit else None, "final_step": last["step"],
-                        "final_return": last["return"], "best_return": max((r["return"] for r in rows), default=None),
-                        "train_s": last["train_s"], "steps_per_s": last["step"] / last["train_s"] if rows else None,
+                        "final_return": last["return"], "best_return": max(r["return"] for r in rows),
+                        "train_s": last["train_s"], "cpu_s": last["cpu_s"], "steps_per_cpu_s": last["step"] / last["cpu_s"],
                         "curve": rows})
     zoo_source = _zoo_hyperparams(task, algo)[1] if "zoo" in contenders else None
     return {"kind": "learn", "task": task, "algo": algo, "steps": steps, "eval_every": eval_every,
@@ -265,17 +287,19 @@ def write(result: dict[str, Any], out: Path) -> Path:
     else:
         def t(v):
             return "not reached" if v is None else f"{v / 60:.1f} min"
-        rows = [[r["contender"], t(r["time_to_threshold_s"]),
+        rows = [[r["contender"], t(r["cpu_to_threshold_s"]), t(r["time_to_threshold_s"]),
                  "-" if r["steps_to_threshold"] is None else f"{r['steps_to_threshold']:,}",
-                 f"{r['final_return']:,.0f}", f"{r['final_step']:,}", f"{r['steps_per_s']:,.0f}"]
+                 f"{r['final_return']:,.0f}", f"{r['best_return']:,.0f}", f"{r['final_step']:,}",
+                 f"{r['steps_per_cpu_s']:,.0f}"]
                 for r in result["results"]]
         body = [f"{result['algo'].upper()} on {result['task']} (nominal sim), threshold "
                 f"{result['results'][0]['threshold']:,.0f}; {result['eval_episodes']} deterministic episodes every "
                 f"{result['eval_every']:,} steps (off the clock); {result['concurrent_processes']} contenders run "
-                f"concurrently, one torch thread each; sim2real: batched world x{result['n']}; "
+                f"concurrently, one torch thread each, so CPU time (which sharing the cores does not inflate) is the "
+                f"fair clock and wall-clock is shown beside it; sim2real: batched world x{result['n']}; "
                 f"zoo: {result['zoo_hyperparams']}.", "",
-                md_table([["contender", "time to threshold", "steps to threshold", "final return", "at step",
-                           "train steps/s"], *rows])]
+                md_table([["contender", "CPU time to threshold", "wall-clock to threshold", "steps to threshold",
+                           "final return", "best return", "at step", "steps per CPU-second"], *rows])]
     path = out / f"{stem}.md"
     path.write_text("\n".join(head + body) + "\n")
     return path
