@@ -177,10 +177,12 @@ def test_gymnasium_vector_env_resets_in_the_same_step():
     spec = load_spec("inverted_pendulum").model_copy(update={"max_episode_steps": 5})
     envs = BatchedVectorEnv(BatchedWorld(spec, 2))
     obs, infos = envs.reset(seed=0)
-    assert envs.observation_space.shape == obs.shape == (2, 4) and len(infos["randomization"]) == 2
+    assert envs.observation_space.shape == obs.shape == (2, 4) and infos["_randomization"].all()
+    assert infos["randomization"]["body_mass/pole"].shape == (2,)  # Gymnasium's layout: per-env arrays
     for _ in range(5):
         obs, reward, terminated, truncated, infos = envs.step(np.zeros((2, 1), dtype=np.float32))
     assert truncated.all() and infos["_final_obs"].all() and infos["final_obs"][0].shape == (4,)
+    assert infos["final_info"]["_randomization"].all()
     assert np.abs(obs).max() <= 0.01  # the new episodes' first observations (reset noise 0.01)
 
 
@@ -214,3 +216,18 @@ def test_pretraining_batches_two_or_more_envs_and_says_so(tiny_pretrained):
     with pytest.raises(ValueError, match="no batched kernel"):
         resolve_stepper(PretrainConfig("hopper", stepper="batch"), ant, 8)
     assert resolve_stepper(PretrainConfig("hopper"), ant, 8) == "gym"
+
+
+def test_when_once_keeps_physics_until_reseeded_and_masks_are_refused():
+    spec = load_spec("inverted_pendulum")
+    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"when": "once"})})
+    world = BatchedWorld(spec, 2, seed=0)
+    world.reset()
+    first = [dict(r) for r in world.randomization]
+    world.reset([0])
+    assert world.randomization[0] == first[0]  # drawn once
+    world.seed(1)
+    world.reset()
+    assert world.randomization[0] != first[0]  # a new seed draws anew, as reset(seed=...) does in Gymnasium
+    with pytest.raises(TypeError, match="boolean mask"):
+        world.reset(np.array([True, False]))

@@ -231,6 +231,13 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
     set_random_seed(cfg.seed)
 
     stepper = resolve_stepper(cfg, spec, n_envs)
+    if resume:
+        # A resumed run keeps the stepper it started with (runs from before --stepper existed used Gymnasium).
+        recorded = json.loads((run_dir / "run.json").read_text())["config"].get("stepper", "gym")
+        if cfg.stepper not in ("auto", recorded):
+            raise ValueError(f"--stepper {cfg.stepper}: {run_dir} was started with the {recorded} stepper; "
+                             "resume it with that one (or leave --stepper at auto)")
+        stepper = recorded
     config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "stepper": stepper, "spec": spec.model_dump()}
     if not resume:
         write_run_info(run_dir, config)

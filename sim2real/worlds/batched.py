@@ -179,7 +179,7 @@ class BatchedWorld:
         else:
             target = spec.target(world)
             try:
-                self.shift = apply_shift(physics, list(target.physics))  # the shared model: every simulation
+                apply_shift(physics, list(target.physics))  # into the shared model: every simulation
             except SpecError as exc:
                 raise SpecError(f"{spec.path}: targets.{world}.{exc}") from None
             pushes, effects = target.pushes, target.effects
@@ -193,7 +193,7 @@ class BatchedWorld:
         self.qpos, self.qvel = self.batch.bind("qpos"), self.batch.bind("qvel")
         self.ctrl = self.batch.bind("ctrl")
         self._writes = self._plan_writes() if self.sampler else []
-        self.draws = np.zeros((n, len(self.sampler._low) if self.sampler else 0))
+        self.draws = np.zeros((n, self.sampler.size if self.sampler else 0))
         self.pushes = None
         if pushes is not None:
             bodies = element_names(model, "body_mass")
@@ -212,6 +212,7 @@ class BatchedWorld:
         else:
             self.observation_space = obs_space
         self.rng = np.random.default_rng(seed)
+        self._reseeded = True
         self.episodes = np.zeros(n, dtype=int)  # per simulation, for ``when: once / interval``
         self.t = np.zeros(n, dtype=int)
         self.randomization: list[dict[str, float]] = [{} for _ in range(n)]
@@ -233,21 +234,28 @@ class BatchedWorld:
         return out
 
     def seed(self, seed: int | None) -> None:
+        """A new random stream (``None``: from the OS); the next reset draws new physics everywhere,
+        whatever ``when`` says, as a Gymnasium world does on ``reset(seed=...)``."""
         self.rng = np.random.default_rng(seed)
+        self._reseeded = True
 
     # ---- episodes
     def reset(self, ids: np.ndarray | None = None) -> np.ndarray:
         """Start new episodes in simulations ``ids`` (all by default); return their first observations."""
-        ids = np.arange(self.n) if ids is None else np.asarray(ids, dtype=int)
+        ids = np.arange(self.n) if ids is None else np.asarray(ids)
+        if ids.dtype == bool:
+            raise TypeError("reset(ids): give simulation indices (np.flatnonzero(mask)), not a boolean mask")
+        ids = ids.astype(int)
         rng = self.rng
         if self.sampler is not None:
-            due = ids if self.when == "reset" else ids[
+            due = ids if self.when == "reset" or self._reseeded else ids[
                 (self.episodes[ids] == 0) | ((self.when == "interval") & (self.episodes[ids] % self.interval == 0))]
             if len(due):
                 rows = self.sampler.draw_rows(rng, len(due))
                 self.draws[due] = rows
                 for flat, pos, a, b, d in self._writes:
                     flat[due[:, None], pos] = a * rows[:, d] + b
+        self._reseeded = False
         self.episodes[ids] += 1
         self.batch.reset(ids, stage=0)  # mjSTAGE_NONE: the state is written next, then forward
         qpos, qvel = self.kernel.reset_state(rng, len(ids))
@@ -320,20 +328,27 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         if seed is not None:
             self.world.seed(seed)
         obs = self.world.reset()
-        return obs, {"randomization": list(self.world.randomization)}
+        return obs, self._infos()
+
+    def _infos(self, ids=None) -> dict[str, Any]:
+        """Gymnasium's vector infos (per-env arrays with ``_key`` masks) of the episodes' draws."""
+        infos: dict[str, Any] = {}
+        for i in range(self.num_envs) if ids is None else ids:
+            infos = self._add_info(infos, {"randomization": dict(self.world.randomization[i])}, i)
+        return infos
 
     def step(self, actions):
         obs, reward, terminated, truncated = self.world.step(actions)
-        infos: dict[str, Any] = {"randomization": list(self.world.randomization)}
         done = terminated | truncated
-        if done.any():
-            ids = np.flatnonzero(done)
-            final = np.empty(self.num_envs, dtype=object)
-            for i in ids:
-                final[i] = obs[i].copy()
-            infos.update({"final_obs": final, "_final_obs": done.copy(),
-                          "final_info": {"randomization": list(self.world.randomization)}, "_final_info": done.copy()})
-            obs = obs.copy()
-            obs[ids] = self.world.reset(ids)
-            infos["randomization"] = list(self.world.randomization)
+        if not done.any():
+            return obs, reward, terminated, truncated, self._infos()
+        ids = np.flatnonzero(done)
+        final = np.empty(self.num_envs, dtype=object)
+        for i in ids:
+            final[i] = obs[i].copy()
+        final_info = self._infos(ids)  # the finished episodes' draws, before the reset draws new ones
+        obs = obs.copy()
+        obs[ids] = self.world.reset(ids)
+        infos = self._infos()
+        infos.update({"final_obs": final, "_final_obs": done.copy(), "final_info": final_info, "_final_info": done.copy()})
         return obs, reward, terminated, truncated, infos

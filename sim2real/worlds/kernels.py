@@ -25,7 +25,6 @@ class Step:
     obs: np.ndarray        # (n, obs_dim), float64
     reward: np.ndarray     # (n,), float64
     terminated: np.ndarray  # (n,), bool
-    forward_reward: np.ndarray | None = None  # (n,): Gymnasium's info["reward_forward"] (task variants rewrite it)
 
 
 class Kernel:
@@ -38,7 +37,6 @@ class Kernel:
         self.init_qpos = np.array(u.init_qpos, dtype=float)
         self.init_qvel = np.array(u.init_qvel, dtype=float)
         self.noise = float(u._reset_noise_scale)
-        self.obs_dim = int(env.observation_space.shape[0])
 
     def reset_state(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Initial ``qpos``, ``qvel`` for ``n`` episodes (Gymnasium's noise: uniform on both)."""
@@ -107,7 +105,7 @@ class Locomotion(Kernel):
         else:
             reward = forward - ctrl_cost
             terminated = np.zeros(len(qpos), dtype=bool)
-        return Step(self.observe(qpos, qvel), reward, terminated, forward)
+        return Step(self.observe(qpos, qvel), reward, terminated)
 
 
 class InvertedPendulum(Kernel):
@@ -131,6 +129,11 @@ KERNELS = {
 
 
 def kernel_for(env: gym.Env) -> Kernel | None:
-    """The kernel of a built Gymnasium env, or ``None`` if its task has none."""
-    cls = KERNELS.get(type(env.unwrapped).__name__)
+    """The kernel of a built Gymnasium env, or ``None`` if its task has none.
+
+    Only the v5 envs: v4's classes have the same names but other rewards (v4 pays the healthy
+    reward on the step that ends an episode) and other attributes.
+    """
+    u = env.unwrapped
+    cls = KERNELS.get(type(u).__name__) if type(u).__module__.endswith("_v5") else None
     return cls(env) if cls is not None else None

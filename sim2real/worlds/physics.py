@@ -273,6 +273,11 @@ class PhysicsSampler:
         physics.restore()
 
     @property
+    def size(self) -> int:
+        """How many numbers one draw of every entry takes (the width of :meth:`draw_rows`)."""
+        return int(self._low.size)
+
+    @property
     def keys(self) -> list[tuple[str, int]]:
         """``(info key, index of its draw)`` for every reported value (``body_mass/torso``, ...)."""
         return list(self._keys)
