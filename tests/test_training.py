@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,26 @@ def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
     assert [p.name for p in (out / "tb").iterdir()] == ["pretrain_1"]
     assert (out / "best.zip").read_bytes() == best_zip
     assert json.loads((out / "best.json").read_text())["nominal"] == 1e9
+
+
+def test_a_resumed_batched_run_is_the_run_that_was_interrupted(tmp_path):
+    """Kill after the first checkpoint, resume: the same weights and the same evaluations, to the last bit."""
+    import torch
+
+    def weights(run):
+        with zipfile.ZipFile(run / "model.zip") as zf, zf.open("policy.pth") as f:
+            return torch.load(f, weights_only=True)
+
+    whole = pretrain(cfg(), out=tmp_path / "whole")
+    cut = pretrain(cfg(), out=tmp_path / "cut")
+    (cut / "model.zip").unlink()
+    for f in (cut / "checkpoints").glob("step_000000256*"):
+        f.unlink()
+    assert (cut / "checkpoints" / "step_000000128_state.npz").exists()
+    pretrain(cfg(), out=cut, resume=True)
+    a, b = weights(whole), weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "evaluations.csv").read_text() == (cut / "evaluations.csv").read_text()
 
 
 def test_finished_run_is_not_overwritten(tiny_pretrained):

@@ -153,8 +153,11 @@ def note_resume(run_dir: Path, **facts: Any) -> None:
     atomic_write_text(path, json.dumps(info, indent=2, default=str))
 
 
-def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model") -> None:
+def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", resumable: bool = False) -> None:
     """Model, normalisation statistics and (off-policy) replay buffer: one checkpoint, complete or absent.
+
+    With ``resumable``, also the training state a bit-identical resume needs (:func:`capture_training_state`),
+    where the env can give it (the batched world can; Gymnasium envs keep theirs inside their wrappers).
 
     Each file is written to a temporary name and moved into place; a manifest naming every file
     and its size is written last. A crash before the manifest leaves an incomplete checkpoint that
@@ -189,6 +192,16 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model") 
         with tmp.open("wb") as f:
             save_replay_arrays(f, model.replay_buffer)
         commit(tmp, directory / f"{name}_replay_buffer.npz")
+    state = capture_training_state(model) if resumable else None
+    if state is not None:
+        arrays, facts = state
+        tmp = directory / f".{name}_state.tmp.npz"
+        with tmp.open("wb") as f:
+            np.savez(f, **arrays)
+        commit(tmp, directory / f"{name}_state.npz")
+        tmp = directory / f".{name}_state.tmp.json"
+        tmp.write_text(json.dumps(facts))
+        commit(tmp, directory / f"{name}_state.json")
     atomic_write_text(manifest, json.dumps({
         "num_timesteps": int(model.num_timesteps),
         "files": {f.name: f.stat().st_size for f in written},
@@ -320,7 +333,105 @@ def restore_checkpoint(model: BaseAlgorithm, model_zip: Path) -> int:
     buffer = model_zip.with_name(f"{model_zip.stem}_replay_buffer.npz")
     if getattr(model, "replay_buffer", None) is not None and buffer.exists():
         load_replay_arrays(buffer, model.replay_buffer)
+    state = model_zip.with_name(f"{model_zip.stem}_state.npz")
+    if state.exists():
+        with np.load(state, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        apply_training_state(model, arrays, json.loads(state.with_suffix(".json").read_text()))
     return model.num_timesteps
+
+
+def _env_chain(venv) -> list:
+    """``venv`` and every VecEnv it wraps, outermost first."""
+    chain = []
+    while venv is not None:
+        chain.append(venv)
+        venv = getattr(venv, "venv", None)
+    return chain
+
+
+def capture_training_state(model: BaseAlgorithm) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """What continues a run exactly, beyond weights, optimiser, statistics and replay buffer: every
+    random generator (torch, numpy's global one, Python's, the action space's), the algorithm's last
+    observation and episode starts, the normaliser's running returns, and the env's own state.
+
+    ``None`` when the env cannot hand over its state (only the batched world can). Arrays and JSON
+    facts, so nothing is pickled.
+    """
+    import random
+
+    from sim2real.learning.envs import BatchedVecEnv
+
+    chain = _env_chain(model.get_env())
+    batched = next((v for v in chain if isinstance(v, BatchedVecEnv)), None)
+    if batched is None or isinstance(model._last_obs, dict):
+        return None
+    world_arrays, world_facts = batched.world.state_dict()
+    arrays = {f"world/{k}": v for k, v in world_arrays.items()}
+    numpy_rng = np.random.get_state()
+    facts: dict[str, Any] = {
+        "world": world_facts,
+        "n_updates": int(getattr(model, "_n_updates", 0)),
+        "episode_num": int(model._episode_num),
+        "ep_info_buffer": [{k: float(v) for k, v in e.items()} for e in (model.ep_info_buffer or [])],
+        "numpy_rng": [numpy_rng[0], int(numpy_rng[2]), int(numpy_rng[3]), float(numpy_rng[4])],
+        "python_rng": random.getstate(),
+        "action_space_rng": model.action_space.np_random.bit_generator.state,
+    }
+    arrays["rng/numpy_keys"] = numpy_rng[1]
+    arrays["rng/torch"] = torch.get_rng_state().numpy()
+    for name in ("_last_obs", "_last_original_obs", "_last_episode_starts"):
+        value = getattr(model, name, None)
+        if value is not None:
+            arrays[f"algo/{name}"] = np.asarray(value)
+    for v in chain:
+        if isinstance(v, VecNormalize):
+            arrays["norm/returns"] = np.asarray(v.returns)
+            for name in ("old_obs", "old_reward"):
+                if getattr(v, name, None) is not None:
+                    arrays[f"norm/{name}"] = np.asarray(getattr(v, name))
+        if hasattr(v, "episode_returns") and hasattr(v, "episode_lengths"):  # VecMonitor's running episodes
+            arrays["monitor/episode_returns"] = np.asarray(v.episode_returns)
+            arrays["monitor/episode_lengths"] = np.asarray(v.episode_lengths)
+    return arrays, facts
+
+
+def apply_training_state(model: BaseAlgorithm, arrays: dict[str, np.ndarray], facts: dict[str, Any]) -> None:
+    """The inverse of :func:`capture_training_state`, on a model and env built the same way."""
+    import random
+    from collections import deque
+
+    from sim2real.learning.envs import BatchedVecEnv
+
+    chain = _env_chain(model.get_env())
+    batched = next((v for v in chain if isinstance(v, BatchedVecEnv)), None)
+    if batched is None:
+        raise ValueError("this checkpoint holds a batched world's state, but the run's env is not batched")
+    batched.world.load_state_dict({k[len("world/"):]: v for k, v in arrays.items() if k.startswith("world/")},
+                                  facts["world"])
+    kind, pos, has_gauss, gauss = facts["numpy_rng"]
+    np.random.set_state((kind, arrays["rng/numpy_keys"], pos, has_gauss, gauss))
+    torch.set_rng_state(torch.from_numpy(arrays["rng/torch"].copy()))
+    version, internal, gauss_next = facts["python_rng"]
+    random.setstate((version, tuple(internal), gauss_next))
+    model.action_space.np_random.bit_generator.state = facts["action_space_rng"]
+    for name in ("_last_obs", "_last_original_obs", "_last_episode_starts"):
+        if f"algo/{name}" in arrays:
+            setattr(model, name, arrays[f"algo/{name}"].copy())
+    if hasattr(model, "_n_updates"):
+        model._n_updates = facts["n_updates"]
+    model._episode_num = facts["episode_num"]
+    model.ep_info_buffer = deque(facts["ep_info_buffer"], maxlen=model._stats_window_size)
+    model.ep_success_buffer = deque(maxlen=model._stats_window_size)
+    for v in chain:
+        if isinstance(v, VecNormalize):
+            v.returns = arrays["norm/returns"].copy()
+            for name in ("old_obs", "old_reward"):
+                if f"norm/{name}" in arrays:
+                    setattr(v, name, arrays[f"norm/{name}"].copy())
+        if hasattr(v, "episode_returns") and "monitor/episode_returns" in arrays:
+            v.episode_returns = arrays["monitor/episode_returns"].copy()
+            v.episode_lengths = arrays["monitor/episode_lengths"].copy()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

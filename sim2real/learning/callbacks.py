@@ -36,7 +36,7 @@ class CheckpointCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self._next:
-            save_checkpoint(self.model, self.dir, f"step_{self.num_timesteps:09d}")
+            save_checkpoint(self.model, self.dir, f"step_{self.num_timesteps:09d}", resumable=True)
             self._next = (self.num_timesteps // self.every + 1) * self.every
             self._prune()
 

@@ -267,7 +267,10 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
     if checkpoint is not None:
         # Weights, optimiser, step count, statistics and replay buffer, all read without unpickling.
         restore_checkpoint(model, checkpoint)
-        print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}")
+        exact = checkpoint.with_name(f"{checkpoint.stem}_state.npz").exists()
+        print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}"
+              + (" (exactly: random generators and the batched world's state restored)" if exact else
+                 " (weights, optimiser, statistics; the Gymnasium envs start new episodes)"))
     elif cfg.init_from:
         _init_from(model, venv, cfg.init_from, inputs.history)
 

@@ -35,6 +35,10 @@ from sim2real.worlds.kernels import kernel_for
 from sim2real.worlds.make import _base_env, _spec
 from sim2real.worlds.physics import PhysicsModel, PhysicsSampler, apply_shift, element_names
 
+# The MjData fields that make up each simulation's state row (mjSTATE_INTEGRATION): saved in a checkpoint.
+_STATE_FIELDS = ("time", "qpos", "qvel", "act", "history", "qacc_warmstart", "ctrl", "qfrc_applied", "xfrc_applied",
+                 "eq_active", "mocap_pos", "mocap_quat", "userdata", "plugin_state", "plastic")
+
 # PhysicsModel.arrays key -> the MjModel field Batch.expand takes.
 _MODEL_FIELD = {**{name: info.array for name, info in FIELDS.items()}, "body_inertia": "body_inertia"}
 
@@ -126,6 +130,15 @@ class _Inputs:
     def compose(self, obs: np.ndarray, ids) -> np.ndarray:
         n = len(obs)
         return np.concatenate((obs, self.past_obs[ids].reshape(n, -1), self.past_actions[ids].reshape(n, -1)), axis=1)
+
+
+# Per-owner arrays that change while the world runs (besides the physics and the model fields).
+_RUNNING = {
+    "world": ("episodes", "t", "draws", "push_force"),
+    "effects": ("limit", "dead", "strength", "actions", "seen", "t", "bias", "stuck", "stuck_values"),
+    "pushes": ("countdown", "remaining", "force"),
+    "inputs": ("past_obs", "past_actions", "current"),
+}
 
 
 class BatchedWorld:
@@ -271,6 +284,46 @@ class BatchedWorld:
             info.update(self.effects.sampled(i))
             self.randomization[i] = info
         return self.inputs.reset(ids, seen) if self.inputs else seen
+
+    # ---- checkpoints: everything a resumed run needs to continue exactly where this one stopped
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays (physics, per-simulation model fields, effects, pushes, inputs, counters) and JSON-able
+        facts (the generator's state, the episodes' reported draws): no pickling needed to save or load."""
+        arrays = {f"state/{k}": self.batch.bind(k).copy() for k in _STATE_FIELDS if self.batch.bind(k).size}
+        for k, (flat, *_rest) in enumerate(self._writes):
+            arrays[f"model/{k}"] = flat.copy()
+        owners = {"world": self, "effects": self.effects, "pushes": self.pushes, "inputs": self.inputs}
+        for owner_name, owner in owners.items():
+            for attr in _RUNNING[owner_name]:
+                if owner is not None:
+                    arrays[f"{owner_name}/{attr}"] = np.array(getattr(owner, attr))
+        for name, q in self.effects.params.items():
+            arrays[f"effects/param/{name}"] = q.values.copy()
+        meta = {"rng": self.rng.bit_generator.state, "randomization": self.randomization, "reseeded": self._reseeded,
+                "any_stuck": self.effects.any_stuck}
+        return arrays, meta
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Put the world back in the state :meth:`state_dict` captured (same spec, n and inputs)."""
+        for k in _STATE_FIELDS:
+            if f"state/{k}" in arrays:
+                self.batch.bind(k)[:] = arrays[f"state/{k}"]
+        for k, (flat, *_rest) in enumerate(self._writes):
+            flat[:] = arrays[f"model/{k}"]
+        owners = {"world": self, "effects": self.effects, "pushes": self.pushes, "inputs": self.inputs}
+        for owner_name, owner in owners.items():
+            for attr in _RUNNING[owner_name]:
+                if owner is not None:
+                    current = getattr(owner, attr)
+                    current[...] = arrays[f"{owner_name}/{attr}"]  # in place: views stay views
+        for name, q in self.effects.params.items():
+            q.values[:] = arrays[f"effects/param/{name}"]
+        self.rng.bit_generator.state = meta["rng"]
+        self.randomization = [dict(r) for r in meta["randomization"]]
+        self._reseeded = bool(meta["reseeded"])
+        self.effects.any_stuck = bool(meta["any_stuck"])
+        # Derived fields (contacts, positions) of the restored states, as the next step expects them.
+        self.batch.forward()
 
     def set_state(self, ids, qpos: np.ndarray, qvel: np.ndarray) -> None:
         """Put simulations ``ids`` in the given state (as Gymnasium's ``set_state``: then ``mj_forward``)."""
