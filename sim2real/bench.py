@@ -234,19 +234,27 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
 
 def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000, eval_every: int = 20_000,
                 eval_episodes: int = 5, seed: int = 0, n: int = 16, contenders: tuple[str, ...] = ("sim2real", "sb3", "zoo"),
-                out: Path = Path("runs/bench")) -> dict[str, Any]:
-    """Run the contenders concurrently (one process each) and summarise their time to the threshold."""
+                out: Path = Path("runs/bench"), race: bool = True) -> dict[str, Any]:
+    """Run the contenders concurrently (one process each) and summarise their time to the threshold.
+
+    With ``race=False`` nothing runs: the contenders' logs already in ``out`` are summarised (a race
+    stopped early is summarised up to where each contender got).
+    """
     out.mkdir(parents=True, exist_ok=True)
     logs = {c: out / f"learn_{task}_{algo}_{c}.jsonl" for c in contenders}
-    for log in logs.values():
-        log.unlink(missing_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = {c: subprocess.Popen([sys.executable, "-m", "sim2real.bench", "learner", task, c, algo, str(steps),
-                                  str(eval_every), str(eval_episodes), str(seed), str(n), str(logs[c])], env=env)
-             for c in contenders}
-    failed = [c for c, p in procs.items() if p.wait() != 0]
-    if failed:
-        raise RuntimeError(f"bench learn: {', '.join(failed)} failed (see the output above)")
+    if race:
+        for log in logs.values():
+            log.unlink(missing_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = {c: subprocess.Popen([sys.executable, "-m", "sim2real.bench", "learner", task, c, algo, str(steps),
+                                      str(eval_every), str(eval_episodes), str(seed), str(n), str(logs[c])], env=env)
+                 for c in contenders}
+        failed = [c for c, p in procs.items() if p.wait() != 0]
+        if failed:
+            raise RuntimeError(f"bench learn: {', '.join(failed)} failed (see the output above)")
+    missing = [str(log) for log in logs.values() if not log.exists()]
+    if missing:
+        raise FileNotFoundError(f"bench learn: no log to summarise: {', '.join(missing)}")
     threshold = THRESHOLDS[task]
     results = []
     for c in contenders:

@@ -238,7 +238,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             raise UserError("bench learn: one task at a time (--tasks hopper)")
         result = bench.bench_learn((args.tasks or ["hopper"])[0], args.algo, steps=args.steps or 1_000_000,
                                    eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
-                                   n=args.n, contenders=tuple(args.contenders), out=Path(args.out))
+                                   n=args.n, contenders=tuple(args.contenders), out=Path(args.out),
+                                   race=not args.summarise)
     path = bench.write(result, Path(args.out))
     print(path.read_text())
     print(f"written: {path} and {path.with_suffix('.json')}")
@@ -496,6 +497,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     bn.add_argument("--eval-episodes", type=int, default=5, help="learn: deterministic episodes per evaluation")
     bn.add_argument("--seed", type=int, default=0, help="learn: the seed every contender uses")
     bn.add_argument("--out", default="runs/bench", help="folder for the JSON, the markdown table and the logs")
+    bn.add_argument("--summarise", action="store_true",
+                    help="learn: run nothing; summarise the contenders' logs already in --out (a race stopped early)")
     bn.set_defaults(func=_cmd_bench)
     return p
 

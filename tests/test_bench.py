@@ -32,3 +32,7 @@ def test_learn_bench_races_sim2real_sb3_and_the_zoo(tmp_path, capsys):
         assert r["train_s"] > 0
     assert "Hopper-v4" in result["zoo_hyperparams"]
     assert "| sim2real |" in (tmp_path / "bench_learn_hopper_ppo.md").read_text()
+    # A race stopped early is summarised from its logs without running anything.
+    (tmp_path / "bench_learn_hopper_ppo.md").unlink()
+    assert main(["bench", "learn", "--summarise", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "bench_learn_hopper_ppo.md").exists()

@@ -29,6 +29,18 @@ def test_run_folder_explains_itself(tiny_pretrained):
     assert any((tiny_pretrained / "tb").rglob("events.out.tfevents.*"))
 
 
+def test_pretraining_writes_a_custom_scalars_layout_tensorboard_reads(tiny_pretrained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    acc = EventAccumulator(str(tiny_pretrained / "tb" / "layout"))
+    acc.Reload()
+    proto = acc.Tensors(metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto
+    layout = layout_pb2.Layout.FromString(proto.string_val[0])
+    tags = [tag for chart in layout.category[0].chart for tag in chart.multiline.tag]
+    assert "eval/.*/mean_return" in tags and "randomization/.*" in tags
+
+
 def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
     out = tmp_path / "run"
     pretrain(cfg(), out=out)

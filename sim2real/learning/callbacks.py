@@ -234,3 +234,25 @@ class ProgressCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.bar.close(self.num_timesteps)
+
+
+def write_pretrain_layout(run_dir: Path) -> None:
+    """A TensorBoard custom-scalars layout for a pretraining run: every world's return on one chart,
+    the sim-to-real gap, the randomisation draws and the losses (``tensorboard --logdir RUN``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    layout_dir = run_dir / "tb" / "layout"
+    if layout_dir.exists():
+        return
+    writer = SummaryWriter(str(layout_dir))
+    writer.add_custom_scalars({
+        "pretraining": {
+            "return per world (deterministic evaluation)": ["Multiline", [r"eval/.*/mean_return"]],
+            "sim-to-real gap": ["Multiline", [r"eval/sim_to_real_gap"]],
+            "training episodes": ["Multiline", [r"rollout/ep_rew_mean", r"rollout/ep_len_mean"]],
+            "randomisation (episode means)": ["Multiline", [r"randomization/.*"]],
+            "losses": ["Multiline", [r"train/value_loss", r"train/policy_gradient_loss", r"train/critic_loss",
+                                     r"train/actor_loss"]],
+        }
+    })
+    writer.close()

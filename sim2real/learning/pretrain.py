@@ -27,7 +27,13 @@ from sim2real.learning.artifacts import (
     supersede_evaluations,
     write_run_info,
 )
-from sim2real.learning.callbacks import CheckpointCallback, EvalCallback, ProgressCallback, RandomizationLogger
+from sim2real.learning.callbacks import (
+    CheckpointCallback,
+    EvalCallback,
+    ProgressCallback,
+    RandomizationLogger,
+    write_pretrain_layout,
+)
 from sim2real.learning.envs import BatchedVecEnv, make_vec_env
 from sim2real.learning.loading import load_pretrained
 from sim2real.options import option
@@ -293,6 +299,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
         RandomizationLogger(),
         ProgressCallback(total, f"pretrain {cfg.task} ({'DR' if cfg.randomize else 'nominal'})", eval_cb),
     ]
+    write_pretrain_layout(run_dir)
     remaining = total - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=CallbackList(callbacks), tb_log_name="pretrain", reset_num_timesteps=checkpoint is None)
