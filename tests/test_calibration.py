@@ -139,3 +139,26 @@ def test_calibrate_strategy_counts_recording_against_the_budget(tiny_pretrained,
     shutil.copytree(run, study / "runs" / "heavy" / "calibrate" / "s0")
     lines = calibration_lines(study)
     assert "runs/heavy/calibrate/s0/calibration/report.html" in lines[2] and "delay 1 (truth 1)" in lines[2]
+
+
+def test_obs_bias_recovers_a_constant_sensor_offset(known_recording, tmp_path):
+    """A constant offset on the pole-angle sensor, added to the log: --obs-bias fits it and explains more."""
+    import shutil
+
+    spec_path, data = known_recording
+    biased = tmp_path / "biased"
+    shutil.copytree(data, biased)
+    offset = np.array([0.0, -0.015, 0.0, 0.0])
+    lines = []
+    for line in (data / "transitions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "obs" in row:
+            row["obs"] = (np.array(row["obs"]) + offset).tolist()
+        lines.append(json.dumps(row))
+    (biased / "transitions.jsonl").write_text("\n".join(lines) + "\n")
+    spec = load_spec_file(spec_path)
+    plain = calibrate(spec, biased, tmp_path / "plain", delay=2)
+    fitted = calibrate(spec, biased, tmp_path / "bias", delay=2, obs_bias=True)
+    assert fitted.values["obs_bias/1"] == pytest.approx(-0.015, abs=0.003)
+    assert fitted.rms_after < plain.rms_after
+    assert fitted.values["actuator_gear/all"] == pytest.approx(0.5, rel=0.05)
