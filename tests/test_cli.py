@@ -55,6 +55,8 @@ def test_envs_task_shows_parameters_and_worlds():
         (["pretrain", SPEC, "--steps", "64", "--set", "foo=1"], "hyperparameter(s) ['foo'] are not PPO arguments"),
         (["pretrain", SPEC, "--steps", "0"], "--steps 0: must be at least 1"),
         (["pretrain", SPEC, "--checkpoint-every", "0"], "--checkpoint-every 0: must be at least 1"),
+        (["pretrain", SPEC, "--stepper", "batch", "--subproc"], "does not combine with --stepper batch"),
+        (["bench", "learn", "--summarise", "--out", "nothing_here"], "no log to summarise"),
         (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--import", "no_such_module_xyz"],
          "--import no_such_module_xyz: No module named 'no_such_module_xyz'"),
         (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--target", "badrobot:make"],
@@ -69,6 +71,13 @@ def test_user_errors_have_no_traceback(args, message, tmp_path):
     proc = run(*args, check=False, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_steps_writes_its_table(tmp_path):
+    proc = run("bench", "steps", "--tasks", "inverted_pendulum", "--n", "2", "--repeats", "1", "--steps", "64",
+               "--out", str(tmp_path))
+    assert "| inverted_pendulum | batched x2, 1 thread (DR + effects) |" in proc.stdout
+    assert (tmp_path / "bench_steps.json").exists() and (tmp_path / "bench_steps.md").exists()
 
 
 def test_pretrain_then_transfer(tmp_path):
