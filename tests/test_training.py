@@ -63,23 +63,45 @@ def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
     assert json.loads((out / "best.json").read_text())["nominal"] == 1e9
 
 
-def test_a_resumed_batched_run_is_the_run_that_was_interrupted(tmp_path):
+SAC_TINY = {"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_a_resumed_batched_run_is_the_run_that_was_interrupted(algo, tmp_path):
     """Kill after the first checkpoint, resume: the same weights and the same evaluations, to the last bit."""
     import torch
 
-    def weights(run):
-        with zipfile.ZipFile(run / "model.zip") as zf, zf.open("policy.pth") as f:
-            return torch.load(f, weights_only=True)
+    if algo == "ppo":
+        config, cut_at = cfg(), "step_000000256"
+    else:  # two batched envs (the spec's algorithm is PPO, so n_envs is set here)
+        config = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", n_envs=2, steps=128, eval_every=64,
+                                eval_episodes=1, checkpoint_every=64, overrides=SAC_TINY)
+        cut_at = "step_000000128"
 
-    whole = pretrain(cfg(), out=tmp_path / "whole")
-    cut = pretrain(cfg(), out=tmp_path / "cut")
+    def weights(run):
+        with zipfile.ZipFile(run / "model.zip") as zf:
+            return {name: torch.load(zf.open(name), weights_only=True) for name in zf.namelist() if name.endswith(".pth")}
+
+    whole = pretrain(config, out=tmp_path / "whole")
+    cut = pretrain(config, out=tmp_path / "cut")
     (cut / "model.zip").unlink()
-    for f in (cut / "checkpoints").glob("step_000000256*"):
+    for f in (cut / "checkpoints").glob(f"{cut_at}*"):
         f.unlink()
-    assert (cut / "checkpoints" / "step_000000128_state.npz").exists()
-    pretrain(cfg(), out=cut, resume=True)
+    assert list((cut / "checkpoints").glob("step_*_state.npz"))
+    pretrain(config, out=cut, resume=True)
     a, b = weights(whole), weights(cut)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert set(a) == set(b) and "policy.pth" in a
+
+    def same(x, y):
+        if isinstance(x, torch.Tensor):
+            return torch.equal(x, y)
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, (list, tuple)):
+            return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+        return x == y
+
+    assert all(same(a[k], b[k]) for k in a)  # policy and optimiser states
     assert (whole / "evaluations.csv").read_text() == (cut / "evaluations.csv").read_text()
 
 
@@ -92,8 +114,7 @@ def test_finished_run_is_not_overwritten(tiny_pretrained):
 
 def test_off_policy_checkpoints_carry_the_replay_buffer(tmp_path):
     sac = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", steps=128, eval_every=128, eval_episodes=1,
-                         checkpoint_every=64,
-                         overrides={"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}})
+                         checkpoint_every=64, overrides=SAC_TINY)
     out = pretrain(sac, out=tmp_path / "sac")
     assert list((out / "checkpoints").glob("step_*_replay_buffer.npz"))
     (out / "model.zip").unlink()
@@ -109,8 +130,7 @@ def test_resume_reads_weights_statistics_and_replay_buffer_without_unpickling(tm
     from sim2real.learning.artifacts import restore_checkpoint
 
     sac = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", steps=128, eval_every=128, eval_episodes=1,
-                         checkpoint_every=64,
-                         overrides={"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}})
+                         checkpoint_every=64, overrides=SAC_TINY)
     out = pretrain(sac, out=tmp_path / "sac")
     (out / "model.zip").unlink()
     with np.load(out / "checkpoints" / "step_000000064_replay_buffer.npz") as z:
