@@ -230,6 +230,10 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     from sim2real import bench
 
+    for flag in ("n", "repeats", "steps", "eval_every", "eval_episodes"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
     if args.kind == "steps":
         result = bench.bench_steps(args.tasks or ["hopper", "walker2d", "half_cheetah", "inverted_pendulum"],
                                    n=args.n, repeats=args.repeats, steps=args.steps or 4000)

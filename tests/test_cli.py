@@ -57,6 +57,8 @@ def test_envs_task_shows_parameters_and_worlds():
         (["pretrain", SPEC, "--checkpoint-every", "0"], "--checkpoint-every 0: must be at least 1"),
         (["pretrain", SPEC, "--stepper", "batch", "--subproc"], "does not combine with --stepper batch"),
         (["bench", "learn", "--summarise", "--out", "nothing_here"], "no log to summarise"),
+        (["bench", "steps", "--n", "0"], "--n 0: must be at least 1"),
+        (["bench", "learn", "--steps", "0"], "--steps 0: must be at least 1"),
         (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--import", "no_such_module_xyz"],
          "--import no_such_module_xyz: No module named 'no_such_module_xyz'"),
         (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--target", "badrobot:make"],
