@@ -179,15 +179,19 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
 
     kwargs = algo_kwargs(spec, algo, {})
     normalize = spec.pretrain.normalize
+    # PPO's rollout per update as the spec sets it (n_steps x its n_envs): both contenders gather that much.
+    rollout = kwargs.get("n_steps", 2048) * (spec.pretrain.n_envs if algo == spec.pretrain.algo else 1)
     if contender == "sim2real":
         if algo == "ppo":  # the same rollout size per update, gathered from n envs at once
-            if kwargs.get("n_steps", 2048) % n:
-                raise ValueError(f"n_steps {kwargs.get('n_steps', 2048)} is not a multiple of --n {n}")
-            kwargs["n_steps"] = kwargs.get("n_steps", 2048) // n
+            if rollout % n:
+                raise ValueError(f"the spec's rollout of {rollout} steps is not a multiple of --n {n}")
+            kwargs["n_steps"] = rollout // n
         else:  # off-policy: as many gradient steps per collected transition as one env would make
             kwargs["gradient_steps"] = kwargs.get("gradient_steps", 1) * n
         venv = VecMonitor(BatchedVecEnv(BatchedWorld(spec, n, randomize=False, seed=seed)))
-    elif contender == "sb3":
+    elif contender == "sb3":  # plain SB3: one Gymnasium env, the whole rollout from it
+        if algo == "ppo":
+            kwargs["n_steps"] = rollout
         venv = VecMonitor(DummyVecEnv([nominal]))
     elif contender == "zoo":
         zoo, _source = _zoo_hyperparams(task, algo)
