@@ -110,10 +110,17 @@ def test_residual_is_vectorised(known_recording):
 
 
 @pytest.mark.slow
-def test_calibrate_strategy_counts_recording_against_the_budget(tiny_pretrained, tmp_path):
+def test_calibrate_strategy_counts_recording_against_the_budget(tmp_path):
+    from sim2real.learning.pretrain import PretrainConfig, pretrain
     from sim2real.transfer.run import TransferConfig, transfer
 
-    cfg = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="calibrate", budget=1500,
+    from .conftest import DATA, TINY
+
+    # A delay is only identifiable from commands that vary: this tiny policy's do (the shared fixture's,
+    # pretrained on the batched stepper, happens to command ~0, and then every delay fits alike).
+    policy = pretrain(PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), steps=256, eval_every=128, eval_episodes=1,
+                                     checkpoint_every=128, overrides=TINY, stepper="gym"), out=tmp_path / "policy")
+    cfg = TransferConfig(policy=str(policy), target="heavy", strategy="calibrate", budget=1500,
                          calibrate_episodes=8, calibrate_sim_steps=256, eval_episodes=1, eval_every=500,
                          overrides={"n_steps": 128, "batch_size": 64})
     run = transfer(cfg, tmp_path / "run", quiet=True)
