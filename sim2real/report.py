@@ -350,8 +350,11 @@ def runs_table(study_dir: Path) -> list[list[str]]:
         if g["settings"] is None and (run_dir / "run.json").exists():
             config = json.loads((run_dir / "run.json").read_text())["config"]
             hyper = {**(config.get("spec", {}).get("transfer", {}).get("hyperparams") or {}), **(config.get("overrides") or {})}
-            g["settings"] = ", ".join([f"{k} {config[k]}" for k in _SETTINGS if config.get(k) not in (None, False, {}, 0)]
-                                      + [f"{k} {v}" for k, v in hyper.items()])
+            strategy = run_dir.parent.name
+            keys = [k for k in _SETTINGS if not k.startswith("calibrate_") or strategy == "calibrate"]
+            g["settings"] = "no training" if strategy == "zero-shot" else ", ".join(
+                [f"{k} {config[k]}" for k in keys if config.get(k) not in (None, False, {}, 0)]
+                + [f"{k} {v}" for k, v in hyper.items()])
     rows = [["target", "strategy", "finished", "failed", "wall-clock per run (median)", "settings"]]
     for (target, strategy), g in sorted(groups.items(), key=lambda kv: (kv[0][0], _rank(kv[0][1]))):
         wall = f"{float(np.median(g['wall'])) / 60:.1f} min" if g["wall"] else "not recorded"
