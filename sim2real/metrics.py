@@ -15,10 +15,13 @@ All curves are evaluations on the target world with x = target environment steps
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -106,15 +109,89 @@ def _quiet_rliable():
         yield
 
 
+def _iqm(scores: np.ndarray) -> float:
+    """rliable's ``aggregate_iqm`` (scipy's ``trim_mean`` at 25%) with the same operations, without scipy's
+    per-call argument handling: the bootstrap calls it thousands of times."""
+    a = np.ravel(scores)
+    cut = int(0.25 * a.size)
+    return float(np.mean(np.partition(a, (cut, a.size - cut - 1))[cut:a.size - cut]))
+
+
+def _prob_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """rliable's ``probability_of_improvement`` (Mann-Whitney U / (m n), averaged over tasks) as one
+    comparison of every pair: the same number, a hundred times faster than ``scipy.stats.mannwhitneyu``."""
+    wins = (x[:, None, :] > y[None, :, :]).sum(axis=(0, 1)) + 0.5 * (x[:, None, :] == y[None, :, :]).sum(axis=(0, 1))
+    return float(np.mean(wins / (x.shape[0] * y.shape[0])))
+
+
+def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """rliable's ``score_distributions`` (the fraction of runs above each tau) in one comparison instead of
+    ``np.vectorize`` over taus: for ``create_performance_profile(custom_profile_func=...)``."""
+    return (np.ravel(scores)[:, None] > np.asarray(taus)[None, :]).mean(axis=0)
+
+
+# Bootstrap estimates already computed for a study, keyed by their inputs: rebuilding a report whose runs did not
+# change reuses them instead of importing rliable (and arch) and resampling again. Set by `bootstrap_cache`.
+_CACHE: dict | None = None
+
+
+@contextmanager
+def bootstrap_cache(path: Path):
+    """Read the cache file, let the estimates inside the block use it, write it back with what they added."""
+    global _CACHE
+    try:
+        _CACHE = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        _CACHE = {}  # a damaged cache is only lost time: recompute
+    before = len(_CACHE)
+    try:
+        yield
+        if len(_CACHE) != before:
+            from sim2real.files import atomic_write_text
+
+            atomic_write_text(path, json.dumps(_CACHE))
+    finally:
+        _CACHE = None
+
+
+def _key(kind: str, inputs: list) -> str:
+    return kind + ":" + hashlib.sha256(json.dumps([repr(x) for x in inputs]).encode()).hexdigest()
+
+
+def cached(kind: str, inputs: list, compute):
+    """``compute()``, or its earlier answer for exactly these inputs (floats compared bit for bit)."""
+    if _CACHE is None:
+        return compute()
+    key = _key(kind, inputs)
+    if key not in _CACHE:
+        _CACHE[key] = compute()
+    return _CACHE[key]
+
+
+def seen_before(kind: str, inputs: list) -> bool:
+    """True when an earlier report recorded exactly these ``inputs`` under ``kind`` (a figure drawn from the
+    same numbers need not be drawn again); records them for the next one."""
+    if _CACHE is None:
+        return False
+    key = _key(kind, inputs)
+    seen = key in _CACHE
+    _CACHE[key] = True
+    return seen
+
+
 def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Interquartile mean of ``scores`` (one per run) with a 95% stratified-bootstrap interval."""
+    scores = np.asarray(scores, dtype=float)
+    return tuple(cached("iqm", [scores.tolist(), reps, seed], lambda: _iqm_interval(scores, reps, seed)))
+
+
+def _iqm_interval(scores: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
     from rliable import library as rly
-    from rliable import metrics
 
     scores = np.asarray(scores, dtype=float).reshape(-1, 1)
     with _quiet_rliable():
         point, interval = rly.get_interval_estimates(
-            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps,
+            {"x": scores}, lambda s: np.array([_iqm(s)]), reps=reps,
             random_state=np.random.RandomState(seed),
         )
     return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
@@ -122,14 +199,19 @@ def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[f
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """P(a run of X beats a run of Y), with a 95% stratified-bootstrap interval."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return tuple(cached("p_improve", [x.tolist(), y.tolist(), reps, seed],
+                        lambda: _probability_of_improvement(x, y, reps, seed)))
+
+
+def _probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
     from rliable import library as rly
-    from rliable import metrics
 
     xs = np.asarray(x, dtype=float).reshape(-1, 1)
     ys = np.asarray(y, dtype=float).reshape(-1, 1)
     with _quiet_rliable():
         point, interval = rly.get_interval_estimates(
-            {"p": [xs, ys]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps=reps,
+            {"p": [xs, ys]}, lambda a, b: np.array([_prob_improvement(a, b)]), reps=reps,
             random_state=np.random.RandomState(seed),
         )
     return float(point["p"][0]), float(interval["p"][0, 0]), float(interval["p"][1, 0])

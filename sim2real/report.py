@@ -16,10 +16,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim2real.learning.artifacts import atomic_write_text  # noqa: E402
-from sim2real.learning.evaluation import evaluate  # noqa: E402
-from sim2real.learning.loading import load_for_evaluation  # noqa: E402
-from sim2real.metrics import THRESHOLD_FRACTION, Curve, probability_of_improvement, strategy_metrics  # noqa: E402
+from sim2real.files import atomic_write_text  # noqa: E402
+from sim2real.metrics import (  # noqa: E402
+    THRESHOLD_FRACTION,
+    Curve,
+    bootstrap_cache,
+    probability_of_improvement,
+    score_distribution,
+    seen_before,
+    strategy_metrics,
+)
 from sim2real.pages import md_table, write_report  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, classify  # noqa: E402
@@ -83,6 +89,9 @@ def pretrained_sim_return(study_dir: Path, study: dict) -> float:
     cache = study_dir / "pretrained.json"
     if cache.exists():
         return json.loads(cache.read_text())["nominal_return"]
+    from sim2real.learning.evaluation import evaluate  # torch and SB3 only when the cache is missing
+    from sim2real.learning.loading import load_for_evaluation
+
     cfg = study["config"]
     pre, spec, model = load_for_evaluation(cfg["policy"], cfg.get("task"))
     env_fn = WithInputs(EnvFactory(make_target_env, spec.path, "nominal"), pre.inputs)
@@ -234,46 +243,56 @@ def plot_intervals(metrics: dict, study_dir: Path) -> Path:
 
 def plot_rliable(metrics: dict, study_dir: Path, reps: int = 500) -> list[Path]:
     """rliable's two standard figures per target: the performance profile of final returns (fraction of runs
-    above each return, 95% bootstrap band) and P(strategy beats scratch) with its interval (already in metrics)."""
-    from rliable import library as rly
-    from rliable import plot_utils
-
+    above each return, 95% bootstrap band) and P(strategy beats scratch) with its interval (already in metrics).
+    A figure whose numbers have not changed since the last report is kept (rliable's plotting imports seaborn
+    and scipy: seconds)."""
     paths = []
     for target, t in metrics["targets"].items():
         strategies = {s: m for s, m in t["strategies"].items() if s != "zero-shot" and m.get("final_returns")}
         if not strategies:
             continue
-        scores = {s: np.asarray(m["final_returns"], dtype=float)[:, None] for s, m in strategies.items()}
-        everything = np.concatenate([v.ravel() for v in scores.values()])
-        taus = np.linspace(everything.min() - 1e-6, everything.max(), 60)
-        profiles, cis = rly.create_performance_profile(scores, taus, reps=reps)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-        plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=axes[0],
-                                             colors={s: COLORS.get(s, "k") for s in scores},
-                                             xlabel="final return on the target (τ)",
-                                             ylabel="fraction of runs above τ")
-        from matplotlib.lines import Line2D
-        axes[0].legend([Line2D([], [], color=COLORS.get(k, "k")) for k in scores], list(scores), fontsize=8,
-                       loc="lower left")
-        axes[0].set_title(f"performance profile, '{target}'", fontsize=10)
-        pairs = {f"{s},scratch": m["prob_improvement"] for s, m in strategies.items()
-                 if m.get("prob_improvement") is not None}
-        if pairs:
-            intervals = {f"{s},scratch": np.array(strategies[s]["prob_improvement_ci95"])[:, None]
-                         for s in strategies if f"{s},scratch" in pairs}
-            plot_utils.plot_probability_of_improvement(pairs, intervals, ax=axes[1],
-                                                       colors=[COLORS.get(p.split(",")[0], "k") for p in pairs])
-            axes[1].set_xlim(0, 1.02)
-            axes[1].set_xticks([0, 0.25, 0.5, 0.75, 1.0])
-            axes[1].set_title("P(a run of X ends above a run of scratch)", fontsize=10)
-        else:
-            axes[1].axis("off")
-        fig.tight_layout()
         path = study_dir / f"rliable_{target}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
         paths.append(path)
+        drawn_from = [target, reps, sorted((s, m["final_returns"], m.get("prob_improvement"),
+                                            m.get("prob_improvement_ci95")) for s, m in strategies.items())]
+        if seen_before("rliable figure", drawn_from) and path.exists():
+            continue
+        _draw_rliable(target, strategies, path, reps)
     return paths
+
+
+def _draw_rliable(target: str, strategies: dict, path: Path, reps: int) -> None:
+    from matplotlib.lines import Line2D
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    scores = {s: np.asarray(m["final_returns"], dtype=float)[:, None] for s, m in strategies.items()}
+    everything = np.concatenate([v.ravel() for v in scores.values()])
+    taus = np.linspace(everything.min() - 1e-6, everything.max(), 60)
+    profiles, cis = rly.create_performance_profile(scores, taus, reps=reps, custom_profile_func=score_distribution)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=axes[0],
+                                         colors={s: COLORS.get(s, "k") for s in scores},
+                                         xlabel="final return on the target (τ)",
+                                         ylabel="fraction of runs above τ")
+    axes[0].legend([Line2D([], [], color=COLORS.get(k, "k")) for k in scores], list(scores), fontsize=8,
+                   loc="lower left")
+    axes[0].set_title(f"performance profile, '{target}'", fontsize=10)
+    pairs = {f"{s},scratch": m["prob_improvement"] for s, m in strategies.items()
+             if m.get("prob_improvement") is not None}
+    if pairs:
+        intervals = {f"{s},scratch": np.array(strategies[s]["prob_improvement_ci95"])[:, None]
+                     for s in strategies if f"{s},scratch" in pairs}
+        plot_utils.plot_probability_of_improvement(pairs, intervals, ax=axes[1],
+                                                   colors=[COLORS.get(p.split(",")[0], "k") for p in pairs])
+        axes[1].set_xlim(0, 1.02)
+        axes[1].set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+        axes[1].set_title("P(a run of X ends above a run of scratch)", fontsize=10)
+    else:
+        axes[1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------- the documents
@@ -403,12 +422,13 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
     if threshold_fraction is None:
         threshold_fraction = study["config"].get("threshold_fraction", THRESHOLD_FRACTION)
     runs = collect(study_dir)
-    metrics = compute_metrics(study_dir, threshold_fraction, runs=runs)
-    atomic_write_text(study_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    images = plot_curves(runs, study_dir, metrics["budget_steps"])
-    if metrics["targets"]:
-        images.append(plot_intervals(metrics, study_dir))
-        images += plot_rliable(metrics, study_dir)
+    with bootstrap_cache(study_dir / "bootstrap_cache.json"):
+        metrics = compute_metrics(study_dir, threshold_fraction, runs=runs)
+        atomic_write_text(study_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        images = plot_curves(runs, study_dir, metrics["budget_steps"])
+        if metrics["targets"]:
+            images.append(plot_intervals(metrics, study_dir))
+            images += plot_rliable(metrics, study_dir)
     for name in ("robustness.png", "latency.png"):
         if (study_dir / name).exists():
             images.append(study_dir / name)
@@ -450,11 +470,11 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
 
 def write_tensorboard_layout(study_dir: Path) -> None:
     """A custom-scalars layout so `tensorboard --logdir STUDY` overlays the strategies per target."""
-    from torch.utils.tensorboard import SummaryWriter
-
     layout_dir = study_dir / "tb_layout"
     if layout_dir.exists():
         return
+    from torch.utils.tensorboard import SummaryWriter  # torch only when the layout is still to be written
+
     writer = SummaryWriter(str(layout_dir))
     writer.add_custom_scalars({
         "transfer": {

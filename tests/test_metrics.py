@@ -89,3 +89,55 @@ def test_zero_shot_is_shown_as_one_evaluation_without_an_interval():
     rows = metrics_table({"targets": {"real": {"strategies": {"zero-shot": m, "freeze": {**m, "seeds": 3}}}}})
     assert rows[1][2:4] == ["1 evaluation", "347 (deterministic)"]
     assert rows[2][2:4] == ["3", "347 [347, 347]"]
+
+
+def test_fast_statistics_are_rliables_to_the_last_bit():
+    """The bootstrap calls the statistic thousands of times; ours must be rliable's numbers, only faster."""
+    from rliable import library, metrics
+
+    from sim2real.metrics import _iqm, _prob_improvement, score_distribution
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 5, 8, 13):
+        for m in (1, 3, 6):
+            x, y = rng.normal(size=(n, 1)), rng.normal(size=(m, 1))
+            x[0] = y[0]  # a tie counts one half
+            assert _iqm(x) == metrics.aggregate_iqm(x)
+            assert _prob_improvement(x, y) == metrics.probability_of_improvement(x, y)
+            x, y = np.round(x), np.round(y)  # many ties
+            assert _prob_improvement(x, y) == metrics.probability_of_improvement(x, y)
+            taus = np.linspace(-2, 2, 30)
+            assert np.array_equal(score_distribution(x, taus), library.score_distributions(x, taus))
+
+
+def test_a_rebuilt_report_reuses_its_bootstrap_estimates(tmp_path, monkeypatch):
+    """`sim2real report` on an unchanged study reads its intervals and figures back instead of resampling."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import sim2real.metrics
+    import sim2real.report
+    from sim2real.report import build_report
+
+    study = shutil.copytree(Path(__file__).resolve().parent.parent / "docs" / "results" / "hopper-small",
+                            tmp_path / "study")
+    (study / "bootstrap_cache.json").unlink(missing_ok=True)
+    build_report(study)
+    first = (study / "metrics.json").read_text()
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("recomputed although nothing changed")
+
+    for module, name in ((sim2real.metrics, "_iqm_interval"), (sim2real.metrics, "_probability_of_improvement"),
+                         (sim2real.report, "_draw_rliable")):
+        monkeypatch.setattr(module, name, recompute)
+    build_report(study)
+    assert (study / "metrics.json").read_text() == first
+    # A changed run is computed afresh, not answered from the cache.
+    metrics = json.loads(first)
+    finals = metrics["targets"]["real"]["strategies"]["freeze"]["final_returns"]
+    with sim2real.metrics.bootstrap_cache(study / "bootstrap_cache.json"):
+        sim2real.metrics.iqm_interval(np.array(finals))  # the same numbers: from the cache
+        with pytest.raises(AssertionError, match="recomputed"):
+            sim2real.metrics.iqm_interval(np.array(finals) + 1.0)

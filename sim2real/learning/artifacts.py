@@ -26,6 +26,8 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sim2real.files import atomic_write_text  # noqa: F401  (re-exported: run folders are written through it)
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -61,12 +63,6 @@ def git_commit() -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_run_info(run_dir: Path, config: dict[str, Any]) -> None:

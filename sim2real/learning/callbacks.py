@@ -239,11 +239,11 @@ class ProgressCallback(BaseCallback):
 def write_pretrain_layout(run_dir: Path) -> None:
     """A TensorBoard custom-scalars layout for a pretraining run: every world's return on one chart,
     the sim-to-real gap, the randomisation draws and the losses (``tensorboard --logdir RUN``)."""
-    from torch.utils.tensorboard import SummaryWriter
-
     layout_dir = run_dir / "tb" / "layout"
     if layout_dir.exists():
         return
+    from torch.utils.tensorboard import SummaryWriter  # torch only when the layout is still to be written
+
     writer = SummaryWriter(str(layout_dir))
     writer.add_custom_scalars({
         "pretraining": {

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from stable_baselines3.common.base_class import BaseAlgorithm
+# The registry is read by the CLI, the study and the report, which need no torch: the recipes import the
+# learning stack when they run.
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
-from sim2real.learning.groups import LayerGroups, layer_groups, regroup_optimizers, reinitialize
+    from sim2real.learning.groups import LayerGroups
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Strategy:
 def sync_target_networks(model: BaseAlgorithm) -> None:
     """SAC/TD3 keep target copies of the critic (and TD3 of the actor): after a re-initialisation they
     must start from the new weights, or the first updates bootstrap from the discarded network."""
+    import torch
+
     with torch.no_grad():
         for online, target in (("critic", "critic_target"), ("actor", "actor_target")):
             if getattr(model, target, None) is not None:
@@ -66,6 +70,8 @@ def _freeze(model: BaseAlgorithm, groups: LayerGroups, cfg) -> Recipe:
     frozen = {"actor_features"} | ({"critic_features"} if cfg.freeze_critic_features else set())
     what = f"actor features (lowest {cfg.feature_layers} layers) frozen, head trains"
     if cfg.reinit_head:
+        import torch
+
         torch.manual_seed(cfg.seed)
         for layer in groups.actor_output:
             if isinstance(layer, torch.nn.Linear):
@@ -79,6 +85,8 @@ def _finetune(model: BaseAlgorithm, groups: LayerGroups, cfg) -> Recipe:
     what = f"all layers train; features at lr x {cfg.lr_scale}"
     frozen_params: tuple = ()
     if cfg.freeze_layers:
+        from sim2real.learning.groups import layer_groups
+
         lowest = layer_groups(model, cfg.freeze_layers)
         frozen_params = tuple(lowest.params_of("actor_features") + lowest.params_of("critic_features"))
         what += f"; lowest {cfg.freeze_layers} layers frozen"
@@ -87,6 +95,8 @@ def _finetune(model: BaseAlgorithm, groups: LayerGroups, cfg) -> Recipe:
 
 
 def _reinit_top(model: BaseAlgorithm, groups: LayerGroups, cfg) -> Recipe:
+    from sim2real.learning.groups import reinitialize
+
     reinitialize(groups, ["actor_head", "critic_head"], seed=cfg.seed)
     sync_target_networks(model)
     return Recipe(f"lowest {cfg.feature_layers} layers kept and frozen; everything above re-initialised",
@@ -123,6 +133,8 @@ def apply_strategy(model: BaseAlgorithm, strategy: str, cfg) -> str:
     if entry is None or entry.prepare is None:
         raise ValueError(f"strategy {strategy!r} has no training recipe; trainable: "
                          f"{', '.join(n for n, s in STRATEGIES.items() if s.prepare or s.fresh)}")
+    from sim2real.learning.groups import layer_groups, regroup_optimizers
+
     groups = layer_groups(model, cfg.feature_layers)
     recipe = entry.prepare(model, groups, cfg)
     regroup_optimizers(model, groups, recipe.lr_scales or {}, set(recipe.frozen), list(recipe.frozen_params))
