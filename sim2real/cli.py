@@ -86,7 +86,8 @@ def _cmd_study(args: argparse.Namespace) -> None:
         eval_episodes=args.eval_episodes,
         robustness=not args.no_robustness,
         similarity_threshold=args.similarity,
-        transfer_options=parse_overrides(args.option, flag="--option"),
+        transfer_options={**parse_overrides(args.option, flag="--option"),
+                          **({"import_module": args.import_module} if args.import_module else {})},
     )
     try:
         study_dir = run_study(cfg, out=args.out)
@@ -384,9 +385,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         st.add_argument("task", nargs="?", default="hopper", help="a task name or spec file (default: hopper)")
         st.add_argument("--policy", default=None, help="pretrained policy (default: policies/<task>-dr)")
-        st.add_argument("--targets", nargs="+", default=["real"], help="target worlds of the task")
+        st.add_argument("--targets", nargs="+", default=["real"],
+                        help="target worlds of the task, or plug-in envs (a Gymnasium id, module:Factory; a robot: "
+                             "one run at a time, --workers 1)")
         st.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES,
-                        help="strategies to compare (sim2real transfer --help lists them)")
+                        help="strategies to compare (sim2real transfer --help lists them); a variant with its own "
+                             "settings runs beside them: finetune@lr_scale=0.3 or freeze@feature_layers=2,norm=adapt")
         st.add_argument("--seeds", type=int, default=3, help="seeds per target and strategy (rliable advises >= 5)")
         st.add_argument("--budget", default="small", help="small, large (from the spec) or a number of steps")
         st.add_argument("--workers", type=int, default=0, help="parallel runs (default: one per core)")
@@ -403,6 +407,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         st.add_argument("--out", default=None, help="study folder (default runs/study/<task>-<budget>)")
         st.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="a transfer setting for every run (lr_scale, feature_layers, norm, ...)")
+        st.add_argument("--import", dest="import_module", default=None, metavar="MODULE",
+                        help="module to import first in every run (registers a plug-in target's env)")
     st.set_defaults(func=_cmd_study)
 
     r = sub.add_parser("report", help="rebuild a study's report from its run folders", formatter_class=DefaultsFormatter)

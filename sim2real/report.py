@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -55,8 +56,20 @@ DEFINITIONS = """\
 # ---------------------------------------------------------------- reading runs
 
 
-def _rank(strategy: str) -> int:
-    return ORDER.index(strategy) if strategy in ORDER else len(ORDER)
+def _rank(strategy: str) -> tuple[int, str]:
+    """Report order: the strategies' own, a variant (finetune@lr_scale=0.3) right after its strategy."""
+    name = strategy.partition("@")[0]
+    return (ORDER.index(name) if name in ORDER else len(ORDER)), strategy
+
+
+# Variants of a strategy get colours of their own, the same in every figure of a report.
+VARIANT_COLORS = ["#bcbd22", "#e377c2", "#8c564b", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd"]
+
+
+def color_of(strategy: str) -> str:
+    if strategy in COLORS:
+        return COLORS[strategy]
+    return VARIANT_COLORS[zlib.crc32(strategy.encode()) % len(VARIANT_COLORS)]
 
 
 def read_curve(run_dir: Path) -> Curve | None:
@@ -196,7 +209,7 @@ def plot_curves(runs: dict, study_dir: Path, budget: int) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for strategy, rs in sorted(by_strategy.items(), key=lambda kv: _rank(kv[0])):
             curves = [c for _, c in rs]
-            color = COLORS.get(strategy)
+            color = color_of(strategy)
             if strategy == "zero-shot":
                 ax.axhline(np.mean([c.start for c in curves]), color=color, ls="--", label="zero-shot")
                 continue
@@ -228,7 +241,7 @@ def plot_intervals(metrics: dict, study_dir: Path) -> Path:
         for i, s in enumerate(names):
             m = strategies[s]
             lo, hi = m["final_return_ci95"]
-            ax.plot([lo, hi], [i, i], color=COLORS.get(s, "k"), lw=6, alpha=0.5, solid_capstyle="butt")
+            ax.plot([lo, hi], [i, i], color=color_of(s), lw=6, alpha=0.5, solid_capstyle="butt")
             ax.plot(m["final_return_iqm"], i, "|", color="k", ms=14)
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("final return: IQM and 95% CI")
@@ -272,19 +285,21 @@ def _draw_rliable(target: str, strategies: dict, path: Path, reps: int) -> None:
     profiles, cis = rly.create_performance_profile(scores, taus, reps=reps, custom_profile_func=score_distribution)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=axes[0],
-                                         colors={s: COLORS.get(s, "k") for s in scores},
+                                         colors={s: color_of(s) for s in scores},
                                          xlabel="final return on the target (τ)",
                                          ylabel="fraction of runs above τ")
-    axes[0].legend([Line2D([], [], color=COLORS.get(k, "k")) for k in scores], list(scores), fontsize=8,
+    axes[0].legend([Line2D([], [], color=color_of(k)) for k in scores], list(scores), fontsize=8,
                    loc="lower left")
     axes[0].set_title(f"performance profile, '{target}'", fontsize=10)
-    pairs = {f"{s},scratch": m["prob_improvement"] for s, m in strategies.items()
+    # rliable splits "X<sep>Y": a separator no strategy label holds (a variant's settings have commas).
+    sep = " vs "
+    pairs = {f"{s}{sep}scratch": m["prob_improvement"] for s, m in strategies.items()
              if m.get("prob_improvement") is not None}
     if pairs:
-        intervals = {f"{s},scratch": np.array(strategies[s]["prob_improvement_ci95"])[:, None]
-                     for s in strategies if f"{s},scratch" in pairs}
-        plot_utils.plot_probability_of_improvement(pairs, intervals, ax=axes[1],
-                                                   colors=[COLORS.get(p.split(",")[0], "k") for p in pairs])
+        intervals = {f"{s}{sep}scratch": np.array(strategies[s]["prob_improvement_ci95"])[:, None]
+                     for s in strategies if f"{s}{sep}scratch" in pairs}
+        plot_utils.plot_probability_of_improvement(pairs, intervals, ax=axes[1], pair_separator=sep,
+                                                   colors=[color_of(p.split(sep)[0]) for p in pairs])
         axes[1].set_xlim(0, 1.02)
         axes[1].set_xticks([0, 0.25, 0.5, 0.75, 1.0])
         axes[1].set_title("P(a run of X ends above a run of scratch)", fontsize=10)

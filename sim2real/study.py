@@ -3,7 +3,8 @@
 Layout of a study folder::
 
     study.json                     the study's config, command, versions, commit
-    runs/<target>/<strategy>/s<seed>/   one transfer run each (result.json marks it finished)
+    runs/<target>/<strategy>/s<seed>/   one transfer run each (result.json marks it finished); <strategy> may be a
+                                   variant, finetune@lr_scale=0.3 (a strategy with its own transfer settings)
     _incomplete/                   runs that were killed mid-way, moved aside (never deleted)
     pretrained.json                the pretrained policy's return in the nominal sim (for the gap)
     metrics.json, report.md, report.html, *.png
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -35,6 +37,7 @@ from sim2real.spec import load_spec
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD
 from sim2real.transfer.run import TransferConfig, TransferError, transfer
 from sim2real.transfer.strategies import STRATEGIES
+from sim2real.worlds.targets import resolve_target
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STRATEGIES = ["zero-shot", "freeze", "finetune", "scratch"]
@@ -60,10 +63,13 @@ class StudyConfig:
     transfer_options: dict = field(default_factory=dict)
 
     def run_config(self, policy: str, run: RunSpec) -> TransferConfig:
-        """The transfer config of one run of the grid: the study's settings, not the transfer defaults."""
-        return TransferConfig(policy=policy, task=self.task, target=run.target, strategy=run.strategy, budget=self.budget,
+        """The transfer config of one run of the grid: the study's settings, not the transfer defaults; a
+        variant's own settings over the study's."""
+        strategy, options = split_strategy(run.strategy)
+        return TransferConfig(policy=policy, task=self.task, target=run.target, strategy=strategy, budget=self.budget,
                               seed=run.seed, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
-                              similarity_threshold=self.similarity_threshold, threads=1, **self.transfer_options)
+                              similarity_threshold=self.similarity_threshold, threads=1,
+                              **{**self.transfer_options, **options})
 
     def resolved_policy(self) -> str:
         if self.policy:
@@ -82,17 +88,51 @@ class RunSpec:
     seed: int
 
     def dir(self, study_dir: Path) -> Path:
-        return study_dir / "runs" / self.target / self.strategy / f"s{self.seed}"
+        return study_dir / "runs" / target_folder(self.target) / self.strategy / f"s{self.seed}"
+
+
+def target_folder(target: str) -> str:
+    """A target's folder name: a world's name, or a plug-in's id with '/' (a Gymnasium namespace) as '__'."""
+    return target.replace("/", "__")
+
+
+def split_strategy(label: str) -> tuple[str, dict]:
+    """``finetune@lr_scale=0.3,feature_layers=2`` -> ``("finetune", {"lr_scale": 0.3, "feature_layers": 2})``:
+    a variant runs its strategy with its own transfer settings, beside the plain one, in the same study."""
+    import yaml
+
+    name, _, settings = label.partition("@")
+    options = {}
+    for item in settings.split(",") if settings else []:
+        key, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[a-z_]+", key.strip()) or not value.strip():
+            raise TransferError(f"--strategies {label!r}: a variant is NAME@KEY=VALUE[,KEY=VALUE...], "
+                                "e.g. finetune@lr_scale=0.3")
+        options[key.strip()] = yaml.safe_load(value)
+    return name, options
+
+
+def _check_strategy(label: str) -> None:
+    name, options = split_strategy(label)
+    if name not in STRATEGIES:
+        raise TransferError(f"--strategies: unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}")
+    _check_transfer_options(options)
+    # A setting some strategy reads but this one ignores would make a variant identical to its strategy.
+    read_by_some = {p for st in STRATEGIES.values() for p in st.params}
+    ignored = sorted(k for k in options if k in read_by_some and k not in STRATEGIES[name].params)
+    if ignored:
+        raise TransferError(f"--strategies {label!r}: {name} does not read {', '.join(ignored)}; it reads "
+                            f"{', '.join(STRATEGIES[name].params) or 'none of the strategy settings'}")
 
 
 def grid(cfg: StudyConfig) -> list[RunSpec]:
     spec = load_spec(cfg.task)
     for t in cfg.targets:
-        spec.target(t)
+        # A world of the task, or a plug-in env (Gymnasium id, module:Factory) that must import before any run.
+        resolve_target(spec, t, cfg.transfer_options.get("import_module"), cfg.transfer_options.get("target_kwargs"))
     check_executor(cfg.executor, cfg.ray_address)
     for s in cfg.strategies:
-        if s not in STRATEGIES:
-            raise TransferError(f"--strategies: unknown strategy {s!r}; allowed: {', '.join(STRATEGIES)}")
+        _check_strategy(s)
     # Zero-shot first (seconds each), then the training runs, longest-first is unknown so keep grid order.
     order = sorted(cfg.strategies, key=lambda s: s != "zero-shot")
     return [RunSpec(t, s, seed) for s in order for t in cfg.targets for seed in range(cfg.seeds)]
@@ -189,7 +229,15 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = Fal
                          "or more workers")
     runs = grid(cfg)  # validates targets, strategies and the executor before anything is written
     _check_transfer_options(cfg.transfer_options)
-    cfg.run_config(policy, runs[0]).validate()
+    for strategy in cfg.strategies:  # each variant's own settings too
+        try:
+            cfg.run_config(policy, RunSpec(runs[0].target, strategy, 0)).validate()
+        except ValueError as exc:
+            raise TransferError(f"--strategies {strategy}: {exc}" if "@" in strategy else str(exc)) from None
+    plugins = [t for t in cfg.targets if t not in spec.targets]
+    if plugins and cfg.workers != 1:
+        raise TransferError(f"--targets {' '.join(plugins)}: a plug-in env is treated as a robot, one run at a "
+                            f"time; pass --workers 1 (now {cfg.workers or 'one per core'})")
     _check_same_study(study_dir, cfg, policy, budget)
     study_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(study_dir, {**asdict(cfg), "policy": policy, "budget_steps": budget})

@@ -224,3 +224,52 @@ def test_failed_runs_make_the_study_fail_after_the_report(tiny_pretrained, tmp_p
     assert (tmp_path / "s" / "report.md").exists()
     assert "run(s) failed" in (tmp_path / "s" / "report.md").read_text()
     assert "missing.yaml" in (tmp_path / "s" / "runs" / "heavy" / "finetune" / "s0" / "error.txt").read_text()
+
+
+def _small(tiny_pretrained, **kw):
+    return dict(task=str(DATA / "pendulum_norm.yaml"), policy=str(tiny_pretrained), targets=["heavy"], seeds=1,
+                budget=64, workers=1, eval_every=64, eval_episodes=1, robustness=False, **kw)
+
+
+def test_a_strategy_variant_runs_beside_its_strategy_with_its_own_settings(tiny_pretrained, tmp_path):
+    """`--strategies finetune finetune@lr_scale=0.3` compares two learning-rate scales in one study."""
+    out = run_study(StudyConfig(**_small(tiny_pretrained, strategies=["finetune", "finetune@lr_scale=0.3,norm=adapt",
+                                                                      "scratch"])), out=tmp_path / "s", quiet=True)
+    runs = out / "runs" / "heavy"
+    plain = json.loads((runs / "finetune" / "s0" / "run.json").read_text())["config"]
+    variant = json.loads((runs / "finetune@lr_scale=0.3,norm=adapt" / "s0" / "run.json").read_text())["config"]
+    assert (plain["lr_scale"], plain["norm"]) == (0.1, "frozen")
+    assert (variant["strategy"], variant["lr_scale"], variant["norm"]) == ("finetune", 0.3, "adapt")
+    strategies = json.loads((out / "metrics.json").read_text())["targets"]["heavy"]["strategies"]
+    assert list(strategies) == ["finetune", "finetune@lr_scale=0.3,norm=adapt", "scratch"]
+    assert "prob_improvement" in strategies["finetune@lr_scale=0.3,norm=adapt"]  # measured against scratch
+    assert "| heavy | finetune@lr_scale=0.3,norm=adapt | 1 | 0 |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("label, message", [
+    ("freeze@lr_scale=0.3", "freeze does not read lr_scale"),
+    ("finetune@lr_scal=0.3", "transfer option 'lr_scal'"),
+    ("finetune@lr_scale", "a variant is NAME@KEY=VALUE"),
+    ("finetun@lr_scale=0.3", "unknown strategy 'finetun'"),
+    ("finetune@lr_scale=-1", r"finetune@lr_scale=-1: --lr-scale -1: must be in \(0, 10\]"),
+])
+def test_a_bad_strategy_variant_is_refused_before_anything_is_written(tiny_pretrained, tmp_path, label, message):
+    with pytest.raises(ValueError, match=message):
+        run_study(StudyConfig(**_small(tiny_pretrained, strategies=["finetune", label])), out=tmp_path / "s",
+                  quiet=True)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_study_on_a_plug_in_env_runs_one_at_a_time(tiny_pretrained, tmp_path):
+    """A user's env (here a Gymnasium id) is a study target like a world; being a robot, its runs go one by one."""
+    cfg = _small(tiny_pretrained, strategies=["zero-shot", "finetune"])
+    cfg["targets"] = ["InvertedPendulum-v5"]
+    with pytest.raises(ValueError, match="one run at a time; pass --workers 1"):
+        run_study(StudyConfig(**{**cfg, "workers": 2}), out=tmp_path / "two", quiet=True)
+    with pytest.raises(ValueError, match="not a target world .* not a registered Gymnasium id"):
+        run_study(StudyConfig(**{**cfg, "targets": ["NoSuchRobot-v0"]}), out=tmp_path / "none", quiet=True)
+    out = run_study(StudyConfig(**cfg), out=tmp_path / "s", quiet=True)
+    result = json.loads((out / "runs" / "InvertedPendulum-v5" / "finetune" / "s0" / "result.json").read_text())
+    assert result["robot"]["robot_steps"]["train"] >= 64
+    assert set(json.loads((out / "metrics.json").read_text())["targets"]["InvertedPendulum-v5"]["strategies"]) == {
+        "zero-shot", "finetune"}
