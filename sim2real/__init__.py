@@ -21,11 +21,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from sim2real.spec import SpecError, TaskSpec, load_spec
-from sim2real.worlds.make import make_sim_env, make_target_env, register_envs
+from sim2real.worlds.make import make_sim_env, make_target_env, register_envs, route_mujoco_warnings
 
 __version__ = "0.2.0"
 
 register_envs()
+route_mujoco_warnings()
 
 # name -> (module, attribute), imported on first access (PEP 562) so `import sim2real` loads no torch.
 _LAZY = {

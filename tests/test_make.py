@@ -106,3 +106,28 @@ def test_pretraining_evaluation_world_is_the_first_shifted_world_in_spec_order()
     for order in (list(targets), list(reversed(targets))):
         shuffled = spec.model_copy(update={"targets": {k: targets[k] for k in order}})
         assert default_eval_world(shuffled) == next(k for k in order if k != "nominal")
+
+
+def test_mujocos_known_deprecation_is_kept_out_of_user_output_and_others_become_python_warnings(tmp_path, monkeypatch):
+    """Gymnasium's half_cheetah.xml uses `settotalmass`: MuJoCo 4 printed a deprecation (and wrote MUJOCO_LOG.TXT)
+    in every process. It is dropped; any other MuJoCo warning reaches the user as a Python warning."""
+    import warnings
+
+    import gymnasium as gym
+    import mujoco
+
+    import sim2real  # noqa: F401  (installs the handler)
+
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gym.make("HalfCheetah-v5").close()
+        model = mujoco.MjModel.from_xml_string('<mujoco><worldbody><body><freejoint/><geom size="1"/></body>'
+                                               '</worldbody></mujoco>')
+        data = mujoco.MjData(model)
+        data.qpos[0] = float("nan")
+        mujoco.mj_step(model, data)
+    messages = [str(w.message) for w in caught]
+    assert not any("settotalmass" in m for m in messages)
+    assert any(m.startswith("MuJoCo: Nan, Inf or huge value in QPOS") for m in messages)
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

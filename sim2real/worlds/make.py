@@ -129,6 +129,29 @@ def target_env_id(task: str, world: str) -> str:
     return f"{NAMESPACE}/{camel(task)}-{world}-v0"
 
 
+# MuJoCo warnings that say nothing to a sim2real user: Gymnasium's half_cheetah.xml sets the compiler attribute
+# `settotalmass`, which MuJoCo 4 deprecates, printed (and written to MUJOCO_LOG.TXT in the working directory)
+# every time the env is built, in every process.
+KNOWN_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings through Python's ``warnings`` (filterable, no MUJOCO_LOG.TXT), dropping the known
+    ones above. A handler the user installed first is left alone."""
+    import warnings
+
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is not None:
+        return
+
+    def handler(message: str) -> None:
+        if not message.startswith(KNOWN_MUJOCO_WARNINGS):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handler)
+
+
 def register_envs() -> None:
     """Register every task's sim worlds and target worlds as Gymnasium ids (idempotent)."""
     for task in available_tasks():
