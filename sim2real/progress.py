@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -11,6 +12,16 @@ def fmt_duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def redraw(stream, text: str) -> None:
+    """Redraw one terminal line in place. A line wider than the terminal wraps, and ``\r`` then returns only to
+    its last row: each redraw would stack a new line. So it is cut to the width, the live numbers first."""
+    width = shutil.get_terminal_size((80, 24)).columns
+    if len(text) >= width:
+        text = text[:max(width - 2, 1)] + "…"
+    stream.write("\r\033[K" + text)
+    stream.flush()
 
 
 class Progress:
@@ -38,8 +49,7 @@ class Progress:
         now = time.monotonic()
         if self.tty:
             if now - self._last_print > 0.2:
-                self.stream.write("\r\033[K" + self.line(done, extra))
-                self.stream.flush()
+                redraw(self.stream, self.line(done, extra))
                 self._last_print = now
         elif now - self._last_print > self.every_s:
             self.stream.write(self.line(done, extra) + "\n")
@@ -47,6 +57,7 @@ class Progress:
             self._last_print = now
 
     def close(self, done: int, extra: str = "") -> None:
+        # The last line is written whole (it may wrap: nothing redraws it).
         self.stream.write(("\r\033[K" if self.tty else "") + self.line(done, extra) + "\n")
         self.stream.flush()
 

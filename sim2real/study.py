@@ -30,7 +30,7 @@ from pathlib import Path
 from sim2real.executors import check_executor, make_executor
 from sim2real.learning.artifacts import atomic_write_text, write_run_info
 from sim2real.metrics import THRESHOLD_FRACTION
-from sim2real.progress import fmt_duration
+from sim2real.progress import fmt_duration, redraw
 from sim2real.report import build_report
 from sim2real.robustness import LATENCY, plot_robustness, robustness_sweep
 from sim2real.spec import load_spec
@@ -212,10 +212,10 @@ class StudyProgress:
                 f"{self.running} running, {self.failed} failed, elapsed {fmt_duration(time.monotonic() - self.t0)}, "
                 f"ETA {eta}  {last}")
         if self.tty:
-            sys.stderr.write("\r\033[K" + line)
+            redraw(sys.stderr, line)
         else:
             sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+            sys.stderr.flush()
 
 
 def run_study(cfg: StudyConfig, out: str | Path | None = None, quiet: bool = False) -> Path:

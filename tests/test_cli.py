@@ -121,3 +121,23 @@ def test_every_argument_of_every_command_has_help():
     missing = [f"{name} {a.dest}" for name, p in sub.choices.items() for a in p._actions
                if not isinstance(a, argparse._HelpAction) and not a.help]
     assert not missing, f"arguments without help: {missing}"
+
+
+def test_progress_redraws_within_an_80_column_terminal(monkeypatch):
+    """A redrawn line wider than the terminal wraps, and each redraw then stacks a new row."""
+    import io
+
+    from sim2real.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("COLUMNS", "80")
+    term = Terminal()
+    p = Progress(2_000_000, "pretrain hopper (DR)", stream=term)
+    for done in (10_000, 20_000):
+        p._last_print = 0.0
+        p.update(done, "sim 1167  nominal 1778  real 1027  heavy_torso 1500")
+    draws = [d for d in term.getvalue().split("\r\033[K") if d]
+    assert len(draws) == 2 and all(len(d) < 80 for d in draws) and draws[0].startswith("pretrain hopper (DR): 10,000")
