@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 from sim2real.files import atomic_write_text  # noqa: E402
 from sim2real.metrics import (  # noqa: E402
+    FINAL_K,
     THRESHOLD_FRACTION,
     Curve,
     bootstrap_cache,
@@ -426,6 +427,65 @@ def calibration_lines(study_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def _shift_text(shift: dict) -> str:
+    names = shift["names"] if isinstance(shift["names"], str) else ", ".join(shift["names"])
+    how = f"x{shift['value']:g}" if shift["op"] == "scale" else f"{shift['op']} {shift['value']:g}"
+    return f"{shift['field']} ({names}) {how}"
+
+
+def _effects_text(effects: dict) -> list[str]:
+    out = []
+    if effects.get("action_delay"):
+        out.append(f"{effects['action_delay']} step(s) of action latency")
+    if effects.get("obs_delay"):
+        out.append(f"observations {effects['obs_delay']} step(s) late")
+    noise = effects.get("obs_noise") or {}
+    if noise.get("std") or noise.get("bias_std"):
+        out.append(f"sensor noise std {noise.get('std', 0):g} + per-episode bias std {noise.get('bias_std', 0):g}")
+    if effects.get("action_noise_std"):
+        out.append(f"action noise std {effects['action_noise_std']:g}")
+    motor = effects.get("motor") or {}
+    if motor.get("strength", 1.0) != 1.0:
+        out.append(f"motor strength x{motor['strength']:g}")
+    if motor.get("saturation", 1.0) != 1.0:
+        out.append(f"motor saturation {motor['saturation']:g}")
+    if motor.get("dead_zone"):
+        out.append(f"dead zone {motor['dead_zone']:g}")
+    sensors = effects.get("sensors") or {}
+    if sensors.get("drop_prob") or sensors.get("stuck_prob"):
+        out.append(f"sensor dropout {sensors.get('drop_prob', 0):g}, stuck {sensors.get('stuck_prob', 0):g}")
+    return out
+
+
+def protocol_lines(study_dir: Path, metrics: dict) -> list[str]:
+    """What each target world is (from the spec the runs recorded) and how every run was evaluated."""
+    lines = ["## Target worlds and evaluation", ""]
+    recorded = None
+    for target in metrics["targets"]:
+        runs = sorted((study_dir / "runs" / target.replace("/", "__")).glob("*/s*/run.json"))
+        if not runs:
+            continue
+        config = json.loads(runs[0].read_text())["config"]
+        recorded = recorded or config
+        world = (config.get("spec") or {}).get("targets", {}).get(target)
+        if world is None:
+            lines.append(f"- **{target}**: a plug-in env (the user's, not a simulated world), run as a robot")
+            continue
+        parts = [_shift_text(p) for p in world.get("physics", [])] + _effects_text(world.get("effects") or {})
+        if world.get("task_variant"):
+            parts.append(f"task variant: {world['task_variant']}")
+        lines.append(f"- **{target}**: {world.get('description') or ''}" + (f" ({'; '.join(parts)})" if parts else ""))
+    if recorded:
+        budgets = (recorded.get("spec") or {}).get("budgets", {})
+        every = recorded.get("eval_every") or budgets.get("eval_interval")
+        episodes = recorded.get("eval_episodes") or budgets.get("eval_episodes")
+        lines += ["", f"Every run is evaluated on its target at step 0 and every {every:,} target steps: {episodes} "
+                  "episodes with deterministic actions, the same episodes (reset seeds 20,000 + i) for every "
+                  f"strategy and seed. The final return is the mean of the last {FINAL_K} evaluations. Evaluation "
+                  "steps are target steps too: not in the training budget, counted in the last column of the metrics."]
+    return lines + [""]
+
+
 def build_report(study_dir: str | Path, threshold_fraction: float | None = None) -> Path:
     """Compute metrics and write metrics.json, the plots, report.md and report.html.
 
@@ -475,6 +535,7 @@ def build_report(study_dir: str | Path, threshold_fraction: float | None = None)
             "## Sim-to-real gap", gaps, "",
             "## Which case, and did the recommendation hold?", *[f"- {x}" for x in case_lines(metrics)], "",
             *calibrations,
+            *protocol_lines(study_dir, metrics),
             "## Metrics", "", md_table(rows), "", *[image(p) + "\n" for p in images], "",
             "## Runs", "", md_table(run_rows), "",
             "Every evaluation of every run, one row each: `curves.csv` (target, strategy, seed, step, return).", "",

@@ -32,6 +32,9 @@ def test_study_writes_metrics_and_reports(tiny_study):
     assert metrics["targets"]["heavy"]["case"]["case"] in (1, 2, 3, 4)
     md = (out / "report.md").read_text()
     assert "## Metrics" in md and "curves_heavy.png" in md and "Reproducibility" in md
+    # What the target is and how runs were evaluated, from the spec the runs recorded.
+    assert "- **heavy**:" in md and "body_mass (pole) x3" in md and "1 step(s) of action latency" in md
+    assert "every 128 target steps: 1 episodes with deterministic actions" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2
     assert (out / "curves_heavy.png").stat().st_size > 1000
@@ -273,3 +276,4 @@ def test_a_study_on_a_plug_in_env_runs_one_at_a_time(tiny_pretrained, tmp_path):
     assert result["robot"]["robot_steps"]["train"] >= 64
     assert set(json.loads((out / "metrics.json").read_text())["targets"]["InvertedPendulum-v5"]["strategies"]) == {
         "zero-shot", "finetune"}
+    assert "- **InvertedPendulum-v5**: a plug-in env" in (out / "report.md").read_text()
