@@ -131,6 +131,10 @@ def compute_metrics(study_dir: Path, threshold_fraction: float = THRESHOLD_FRACT
         scratch = [c for _, c in by_strategy.get("scratch", [])]
         strategies = {s: strategy_metrics([c for _, c in rs], scratch if s != "scratch" else None, threshold_fraction)
                       for s, rs in sorted(by_strategy.items(), key=lambda kv: _rank(kv[0]))}
+        if "zero-shot" in strategies:  # its episodes' spread: the one evaluation's only uncertainty
+            first = sorted((study_dir / "runs" / target.replace("/", "__") / "zero-shot").glob("s*/result.json"))
+            if first:
+                strategies["zero-shot"]["episode_returns"] = json.loads(first[0].read_text())["final_returns"]
         zs_source = by_strategy.get("zero-shot") or by_strategy.get("freeze") or by_strategy.get("finetune") or []
         zero_shot = float(np.mean([c.start for _, c in zs_source])) if zs_source else math.nan
         task_changed = bool(target in spec.targets and spec.targets[target].task_variant)
@@ -335,7 +339,10 @@ def metrics_table(metrics: dict) -> list[list[str]]:
             ci = m["final_return_ci95"]
             p = m.get("prob_improvement")
             if s == "zero-shot":  # the same deterministic episodes for every seed: one measurement, no interval
-                seeds, final = "1 evaluation", f"{m['final_return_iqm']:,.0f} (deterministic)"
+                episodes = m.get("episode_returns") or []
+                spread = (f"{len(episodes)} episodes, {min(episodes):,.0f}–{max(episodes):,.0f}" if episodes
+                          else "deterministic")
+                seeds, final = "1 evaluation", f"{m['final_return_iqm']:,.0f} ({spread})"
             else:
                 seeds, final = str(m["seeds"]), f"{m['final_return_iqm']:,.0f} [{ci[0]:,.0f}, {ci[1]:,.0f}]"
             rows.append([

@@ -88,6 +88,9 @@ def test_zero_shot_is_shown_as_one_evaluation_without_an_interval():
     m = {"seeds": 3, "final_return_iqm": 347.0, "final_return_ci95": [347.0, 347.0]}
     rows = metrics_table({"targets": {"real": {"strategies": {"zero-shot": m, "freeze": {**m, "seeds": 3}}}}})
     assert rows[1][2:4] == ["1 evaluation", "347 (deterministic)"]
+    spread = metrics_table({"targets": {"real": {"strategies": {"zero-shot": {**m, "episode_returns": [
+        291.0, 347.0, 392.4]}}}}})  # the one evaluation's spread, where the run recorded it
+    assert spread[1][3] == "347 (3 episodes, 291–392)"
     assert rows[2][2:4] == ["3", "347 [347, 347]"]
 
 
