@@ -131,7 +131,11 @@ class RayExecutor:
         if self._started_here:
             # A local Ray gets `workers` CPUs; a cluster brings its own.
             kwargs = {"num_cpus": workers} if address is None else {}
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                raise ValueError(f"--ray-address {address}: cannot reach a Ray cluster there ({exc}); start one with "
+                                 "`ray start --head` (then --ray-address auto) or check the address") from None
         self.workers = int(ray.cluster_resources().get("CPU", workers)) if address is not None else workers
         self._task = ray.remote(num_cpus=1, max_retries=0)(_run_on_ray_worker)
         self._policies: dict[str, Any] = {}

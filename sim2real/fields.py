@@ -57,9 +57,16 @@ FIELD_NAMES = tuple(FIELDS)
 ELEMENT_PLURAL = {"body": "bodies", "geom": "geoms", "joint": "joints", "actuator": "actuators", "axis": "axes"}
 
 
+# A scale or offset past this is a typo (1e300, a missing decimal point), not a world: MuJoCo would take it and
+# the run would fail later, or silently simulate nonsense.
+MAX_SHIFT = 1e3
+
+
 def check_shift(field: str, op: str, value: float) -> None:
     """A scale or offset that is invalid for ``field`` whatever the model (raises ``ValueError``)."""
     info = FIELDS[field]
+    if abs(value) > MAX_SHIFT:
+        raise ValueError(f"{field}: {op} {value:g} is outside [-{MAX_SHIFT:g}, {MAX_SHIFT:g}] (a typo?)")
     if info.offset_only and op != "add":
         raise ValueError(f"{field} is an offset in metres: use op 'add'")
     if op == "scale" and info.sign == "positive" and value <= 0:

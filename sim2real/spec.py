@@ -70,6 +70,7 @@ class ParamRange(StrictModel):
         if self.distribution == "loguniform" and self.low <= 0:
             raise ValueError(f"loguniform needs low > 0, got low={self.low}")
         check_shift(self.field, self.op, self.low)
+        check_shift(self.field, self.op, self.high)
         return self
 
 

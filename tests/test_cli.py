@@ -58,6 +58,7 @@ def test_envs_task_shows_parameters_and_worlds():
         (["pretrain", SPEC, "--stepper", "batch", "--subproc"], "does not combine with --stepper batch"),
         (["bench", "learn", "--summarise", "--out", "nothing_here"], "no log to summarise"),
         (["bench", "steps", "--n", "0"], "--n 0: must be at least 1"),
+        (["robot-server", "inverted_pendulum", "--port", "70000"], "--port 70000: a TCP port is 1..65535"),
         (["bench", "learn", "--steps", "0"], "--steps 0: must be at least 1"),
         (["transfer", str(ROOT / "policies" / "inverted_pendulum-dr"), "--import", "no_such_module_xyz"],
          "--import no_such_module_xyz: No module named 'no_such_module_xyz'"),

@@ -182,3 +182,26 @@ def test_an_older_policy_loads_after_its_spec_changes_net_arch(tmp_path, monkeyp
     monkeypatch.setattr(loading, "load_spec", edited)
     pre, _, model = load_for_evaluation(run)
     assert model.policy.mlp_extractor.policy_net[0].out_features == 16
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("high: 1.5", "high: 1e300", r"body_mass: scale 1e\+300 is outside \[-1000, 1000\]"),
+    ("value: 2.0", "value: 5e4", r"body_mass: scale 50000 is outside \[-1000, 1000\]"),
+])
+def test_absurd_physics_values_are_refused(tmp_path, old, new, message):
+    """1e300 is finite and positive, and MuJoCo would take it: a typo must not become a world."""
+    with pytest.raises(SpecError, match=message):
+        load_spec_file(write(tmp_path, GOOD.replace(old, new)))
+
+
+def test_an_unreachable_ray_cluster_is_a_clear_error(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from sim2real.executors import RayExecutor
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("ray client connection timeout")
+
+    monkeypatch.setattr(ray, "init", unreachable)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(ValueError, match=r"--ray-address ray://nowhere:1: cannot reach a Ray cluster there"):
+        RayExecutor(2, "ray://nowhere:1")

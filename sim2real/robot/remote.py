@@ -84,6 +84,8 @@ class RobotServer:
 
     def __init__(self, env: gym.Env, port: int, token: str, host: str = "127.0.0.1"):
         zmq = _zmq()
+        if not 1 <= port <= 65535:  # ZeroMQ takes 70000 and listens on another port without a word
+            raise ValueError(f"--port {port}: a TCP port is 1..65535")
         self.env, self.token = env, token
         self.act_space, self.obs_space = env.action_space, env.observation_space
         self._ctx = zmq.Context()
