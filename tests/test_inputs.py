@@ -91,3 +91,36 @@ def test_a_recorded_episode_composes_to_what_the_policy_saw_live(inputs):
         raw_obs.append(raw.unwrapped._get_obs())
         actions.append(a)
     np.testing.assert_allclose(compose_episode(np.array(raw_obs), np.array(actions), inputs), np.array(live), rtol=1e-6)
+
+
+def test_init_from_a_policy_with_its_last_action_moves_those_weights_to_the_last_action(tiny_pretrained, tmp_path):
+    """From [obs, a1] to [obs, obs1, obs2, a1, a2]: a1's weights must follow a1, not land on a past observation
+    (they did, silently; the normalisation statistics then failed to broadcast)."""
+    base = dict(task=str(DATA / "pendulum_norm.yaml"), steps=64, eval_every=64, eval_episodes=1,
+                checkpoint_every=64, overrides={**TINY, "learning_rate": 0.0})
+    pretrain(PretrainConfig(**base, inputs={"last_action": True}, init_from=str(tiny_pretrained)), out=tmp_path / "a")
+    pretrain(PretrainConfig(**base, inputs={"history": 2}, init_from=str(tmp_path / "a")), out=tmp_path / "h")
+    (_, _, narrow), (_, _, wide) = load_for_evaluation(tmp_path / "a"), load_for_evaluation(tmp_path / "h")
+    rng = np.random.default_rng(0)
+    obs, past, a1, a2 = (rng.normal(size=(8, n)).astype(np.float32) for n in (4, 8, 1, 1))
+    with torch.no_grad():
+        a = narrow.policy.predict(np.concatenate([obs, a1], axis=1), deterministic=True)[0]
+        b = wide.policy.predict(np.concatenate([obs, past, a1, a2], axis=1), deterministic=True)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_widened_normalisation_keeps_each_inputs_statistics():
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    from sim2real.learning.pretrain import widen_obs_rms
+    from sim2real.worlds.inputs import column_map, input_columns
+
+    old, new = PolicyInputs(last_action=True), PolicyInputs(history=2)
+    rms = RunningMeanStd(shape=(6,))  # obs (4) + last action (2)
+    rms.mean, rms.var, rms.count = np.arange(6.0), np.arange(6.0) + 10, 99
+    wide = widen_obs_rms(rms, input_columns(new, 4, 2), column_map(old, new, 4, 2))
+    np.testing.assert_array_equal(wide.mean, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 4, 5])
+    np.testing.assert_array_equal(wide.var[12:], [14, 15, 14, 15])
+    assert wide.count == 99
+    with pytest.raises(ValueError, match="inputs can only be added"):
+        column_map(new, old, 4, 2)

@@ -39,7 +39,7 @@ from sim2real.learning.loading import load_pretrained
 from sim2real.options import option
 from sim2real.spec import PolicyInputs, load_spec
 from sim2real.worlds.batched import BatchedWorld, unsupported_reason
-from sim2real.worlds.inputs import WithInputs
+from sim2real.worlds.inputs import WithInputs, column_map, input_columns, plain_obs_dim
 from sim2real.worlds.make import EnvFactory, make_sim_env, make_target_env
 
 
@@ -84,61 +84,70 @@ class PretrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least 1")
 
 
-def _init_from(model: BaseAlgorithm, venv: VecEnv, path: str, history: int = 0) -> None:
-    """Load another run's weights (weights only) and normalisation statistics into a fresh model."""
+def _init_from(model: BaseAlgorithm, venv: VecEnv, path: str, inputs: PolicyInputs) -> None:
+    """Load another run's weights (weights only) and normalisation statistics into a fresh model; inputs the
+    run adds (its last action, a history) start at weight 0, so it starts by acting as that policy did."""
     pre = load_pretrained(path)
     new_dim = model.observation_space.shape[0]
-    state_dict, old_dim = widen_inputs(pre.state_dict, model.policy.state_dict(), new_dim)
+    act_dim = model.action_space.shape[0]
+    obs_dim = plain_obs_dim(inputs, new_dim, act_dim)
+    try:
+        where = column_map(pre.inputs or PolicyInputs(), inputs, obs_dim, act_dim)
+    except ValueError as exc:
+        raise ValueError(f"--init-from {path}: {exc}") from None
+    state_dict = widen_inputs(pre.state_dict, model.policy.state_dict(), where, new_dim)
     try:
         model.policy.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise ValueError(f"--init-from {path}: its network does not match this run's: {exc}") from None
     if isinstance(venv, VecNormalize) and pre.norm is not None:
         pre.norm.apply(venv)
-        if old_dim != new_dim:
-            venv.obs_rms = widen_obs_rms(venv.obs_rms, new_dim, history)
-    print(f"initialised from {pre.path}" + (f" (inputs widened {old_dim} -> {new_dim}, new ones start at weight 0)"
-                                            if old_dim != new_dim else ""))
+        if len(where) != new_dim:
+            venv.obs_rms = widen_obs_rms(venv.obs_rms, input_columns(inputs, obs_dim, act_dim), where)
+    print(f"initialised from {pre.path}" + (f" (inputs widened {len(where)} -> {new_dim}, new ones start at weight 0)"
+                                            if len(where) != new_dim else ""))
 
 
-def widen_inputs(old: dict, new: dict, new_dim: int) -> tuple[dict, int]:
-    """A state dict for a policy that sees more inputs: the old weights, zero weights for the new inputs.
+def widen_inputs(old: dict, new: dict, where: list[int], new_dim: int) -> dict:
+    """A state dict for a policy that sees more inputs: each old input's weights moved to its column under the
+    new layout (``where``), zero weights for the new inputs.
 
-    The policy's inputs put the plain observation first (``worlds.inputs``), so a policy trained
-    without inputs becomes one with them that computes exactly the same actions at the start.
-    A critic of SAC/TD3 sees ``[obs, action]``: its new columns go between the two.
+    A policy trained without inputs thus becomes one with them that computes exactly the same actions at the
+    start. A critic of SAC/TD3 sees ``[obs, action]``: its action columns stay last.
     """
-    out, old_dim = {}, new_dim
+    old_dim, out = len(where), {}
     for key, w in old.items():
         target = new.get(key)
         if target is None or target.shape == w.shape or w.ndim != 2 or target.shape[0] != w.shape[0]:
             out[key] = w
             continue
-        grown = target.shape[1] - w.shape[1]
-        if grown <= 0:
+        if target.shape[1] - w.shape[1] != new_dim - old_dim:  # not a layer that reads the observation
             out[key] = w
             continue
-        tail = w.shape[1] - (new_dim - grown)  # 0, or the action width of a Q-network's input
-        old_dim = new_dim - grown
         wide = torch.zeros_like(target)
-        wide[:, :old_dim] = w[:, :old_dim]
-        if tail:
-            wide[:, new_dim:] = w[:, old_dim:]
+        wide[:, where] = w[:, :old_dim]
+        wide[:, new_dim:] = w[:, old_dim:]  # a Q-network's action inputs (none for an actor or a V-network)
         out[key] = wide
-    return out, old_dim
+    return out
 
 
-def widen_obs_rms(rms, new_dim: int, history: int):
-    """Normalisation statistics for the widened observation ``[obs, past obs x history, past commands]``:
-    past observations reuse the observation's statistics, commands start at mean 0, variance 1."""
+def widen_obs_rms(rms, columns: dict[tuple[str, int], range], where: list[int]):
+    """Normalisation statistics for the widened observation: every column the policy already saw keeps its
+    statistics; new past observations take the observation's, new past commands the last command's (mean 0,
+    variance 1 when there was none)."""
     from stable_baselines3.common.running_mean_std import RunningMeanStd
 
-    old_dim = rms.mean.shape[0]
+    new_dim = max(c.stop for c in columns.values())
     wide = RunningMeanStd(shape=(new_dim,))
     wide.mean, wide.var = np.zeros(new_dim), np.ones(new_dim)
-    for i in range(history + 1):
-        wide.mean[i * old_dim:(i + 1) * old_dim] = rms.mean
-        wide.var[i * old_dim:(i + 1) * old_dim] = rms.var
+    old_mean, old_var = np.zeros(new_dim), np.ones(new_dim)
+    old_mean[where], old_var[where] = rms.mean, rms.var
+    for (kind, _), cols in columns.items():
+        source = columns[(kind, 1)] if kind == "act" else columns[("obs", 0)]
+        seen = all(c in where for c in source)
+        wide.mean[cols.start:cols.stop] = old_mean[source.start:source.stop] if seen else 0.0
+        wide.var[cols.start:cols.stop] = old_var[source.start:source.stop] if seen else 1.0
+    wide.mean[where], wide.var[where] = rms.mean, rms.var
     wide.count = rms.count
     return wide
 
@@ -278,7 +287,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
               + (" (exactly: random generators and the batched world's state restored)" if exact else
                  " (weights, optimiser, statistics; the Gymnasium envs start new episodes)"))
     elif cfg.init_from:
-        _init_from(model, venv, cfg.init_from, inputs.history)
+        _init_from(model, venv, cfg.init_from, inputs)
 
     # ---- callbacks and learning
     eval_every = cfg.eval_every or max(total // 50, 1000)

@@ -29,6 +29,38 @@ def extra_dims(inputs: PolicyInputs, obs_dim: int, act_dim: int) -> int:
     return act_dim if inputs.last_action else 0
 
 
+def plain_obs_dim(inputs: PolicyInputs, total: int, act_dim: int) -> int:
+    """The observation's own width, from the width the policy sees (``extra_dims`` undone)."""
+    if inputs.history:
+        return (total - inputs.history * act_dim) // (inputs.history + 1)
+    return total - act_dim if inputs.last_action else total
+
+
+def input_columns(inputs: PolicyInputs, obs_dim: int, act_dim: int) -> dict[tuple[str, int], range]:
+    """Where each part of the policy's observation sits: ``("obs", lag)`` and ``("act", lag)`` -> columns."""
+    columns, at = {("obs", 0): range(0, obs_dim)}, obs_dim
+    for lag in range(1, inputs.history + 1):
+        columns[("obs", lag)], at = range(at, at + obs_dim), at + obs_dim
+    for lag in range(1, (inputs.history or int(inputs.last_action)) + 1):
+        columns[("act", lag)], at = range(at, at + act_dim), at + act_dim
+    return columns
+
+
+def column_map(old: PolicyInputs, new: PolicyInputs, obs_dim: int, act_dim: int) -> list[int]:
+    """For each column of a policy with ``old`` inputs, its column under ``new`` ones (a curriculum that adds
+    inputs: the last action's weights must follow the last action, not land on a past observation)."""
+    old_cols, new_cols = input_columns(old, obs_dim, act_dim), input_columns(new, obs_dim, act_dim)
+    missing = [part for part in old_cols if part not in new_cols]
+    if missing:
+        raise ValueError(f"the new inputs ({new.model_dump()}) drop what the policy sees ({old.model_dump()}): "
+                         "inputs can only be added")
+    where = [0] * (max(c.stop for c in old_cols.values()))
+    for part, cols in old_cols.items():
+        for i, j in zip(cols, new_cols[part]):
+            where[i] = j
+    return where
+
+
 class PolicyInputsWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Append the previous action(s) and observation(s) to the observation.
 
