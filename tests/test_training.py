@@ -194,6 +194,13 @@ def test_tensorboard_scalars_land_where_sb3_puts_them(tmp_path):
     assert all(s % 128 == 0 for s in steps["train/approx_kl"])
     assert steps["eval/mean_reward"] == steps["eval/sim/mean_return"]  # SB3's tag beside the per-world ones
     assert "eval/mean_ep_length" in steps
+    # The run's settings as hparams, to filter and compare pretraining runs in TensorBoard's HPARAMS tab.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["algo"].string_value == "ppo" and session.hparams["n_envs"].number_value == 2
+    assert session.hparams["stepper"].string_value == "batch" and session.hparams["batch_size"].number_value == 32
 
 
 @pytest.mark.slow

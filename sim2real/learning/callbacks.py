@@ -208,6 +208,24 @@ class RandomizationLogger(BaseCallback):
             self._sums, self._count = {}, 0
 
 
+class HParamsCallback(BaseCallback):
+    """The run's settings as TensorBoard hparams (the HPARAMS tab filters and compares runs by them), written
+    once when a run starts, not again on a resume."""
+
+    def __init__(self, hparams: dict, metric: str):
+        super().__init__()
+        self.hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        self.metric = metric
+
+    def _on_training_start(self) -> None:
+        from stable_baselines3.common.logger import HParam
+
+        self.logger.record("hparams", HParam(self.hparams, {self.metric: 0.0}), exclude=("stdout", "log", "json", "csv"))
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class ProgressCallback(BaseCallback):
     """Steps, steps/s, ETA and the latest evaluation on a progress line."""
 

@@ -30,6 +30,7 @@ from sim2real.learning.artifacts import (
 from sim2real.learning.callbacks import (
     CheckpointCallback,
     EvalCallback,
+    HParamsCallback,
     ProgressCallback,
     RandomizationLogger,
     write_pretrain_layout,
@@ -308,6 +309,12 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
         RandomizationLogger(),
         ProgressCallback(total, f"pretrain {cfg.task} ({'DR' if cfg.randomize else 'nominal'})", eval_cb),
     ]
+    if checkpoint is None:  # a new run (a resumed one has its hparams already)
+        hyper = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))}  # lr, n_steps, ...
+        callbacks.append(HParamsCallback({
+            "task": cfg.task, "algo": algo, "seed": cfg.seed, "randomize": cfg.randomize, "n_envs": n_envs,
+            "stepper": stepper, "last_action": inputs.last_action, "history": inputs.history,
+            "init_from": cfg.init_from or "", **hyper}, f"eval/{next(iter(worlds))}/mean_return"))
     write_pretrain_layout(run_dir)
     remaining = total - model.num_timesteps
     if remaining > 0:
