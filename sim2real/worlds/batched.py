@@ -30,7 +30,7 @@ from mujoco.batch import Batch
 from sim2real.fields import FIELDS
 from sim2real.spec import PolicyInputs, SpecError, TaskSpec
 from sim2real.worlds.batched_effects import BatchedEffects
-from sim2real.worlds.inputs import extra_dims
+from sim2real.worlds.inputs import inputs_space
 from sim2real.worlds.kernels import kernel_for
 from sim2real.worlds.make import _base_env, _spec
 from sim2real.worlds.physics import PhysicsModel, PhysicsSampler, apply_shift, element_names
@@ -47,15 +47,17 @@ class BatchUnsupported(ValueError):
     """The world has something the batched path does not compute; use the Gymnasium path."""
 
 
-def unsupported_reason(task: str | TaskSpec, world: str = "sim") -> str | None:
-    """Why ``world`` of ``task`` cannot run batched, or ``None`` if it can."""
+def unsupported_reason(task: str | TaskSpec, world: str = "sim", env: gym.Env | None = None) -> str | None:
+    """Why ``world`` of ``task`` cannot run batched, or ``None`` if it can (``env``: the task's env, if built)."""
     spec = _spec(task)
-    env = _base_env(spec)
+    own = env is None
+    env = _base_env(spec) if own else env
     try:
         if kernel_for(env) is None:
             return f"{spec.env_id} has no batched kernel (supported: Hopper, Walker2d, HalfCheetah, InvertedPendulum v5)"
     finally:
-        env.close()
+        if own:
+            env.close()
     if world not in ("sim", "nominal") and spec.target(world).task_variant is not None:
         return f"target {world!r} rewrites the reward (task variant {spec.target(world).task_variant!r})"
     return None
@@ -169,11 +171,12 @@ class BatchedWorld:
         spec = _spec(task)
         if n < 1:
             raise ValueError(f"n={n}: a batched world needs at least one simulation")
-        reason = unsupported_reason(spec, world)
+        env = _base_env(spec)
+        reason = unsupported_reason(spec, world, env)
         if reason:
+            env.close()
             raise BatchUnsupported(reason)
         self.spec, self.n, self.world = spec, n, world
-        env = _base_env(spec)
         self.kernel = kernel_for(env)
         model = env.unwrapped.model
         self.max_steps = spec.max_episode_steps
@@ -217,13 +220,8 @@ class BatchedWorld:
         self.effects = BatchedEffects(effects, n, obs_space.shape[0], act_low, act_high, self.action_space.dtype)
         self.inputs = _Inputs(inputs, n, obs_space.shape[0], act_low.size) if inputs is not None and inputs.active else None
 
-        extra = extra_dims(inputs, obs_space.shape[0], act_low.size) if self.inputs else 0
-        if extra:
-            low = np.concatenate([obs_space.low] * (1 + self.inputs.history) + [act_low.astype(obs_space.dtype)] * max(self.inputs.history, 1))
-            high = np.concatenate([obs_space.high] * (1 + self.inputs.history) + [act_high.astype(obs_space.dtype)] * max(self.inputs.history, 1))
-            self.observation_space = gym.spaces.Box(low, high, dtype=obs_space.dtype)
-        else:
-            self.observation_space = obs_space
+        self.observation_space = (inputs_space(obs_space, self.action_space, self.inputs.history) if self.inputs
+                                  else obs_space)
         self.rng = np.random.default_rng(seed)
         self._reseeded = True
         self.episodes = np.zeros(n, dtype=int)  # per simulation, for ``when: once / interval``
@@ -286,17 +284,20 @@ class BatchedWorld:
         return self.inputs.reset(ids, seen) if self.inputs else seen
 
     # ---- checkpoints: everything a resumed run needs to continue exactly where this one stopped
+    def _running(self):
+        """``(key, owner, attribute)`` of every array that changes while the world runs (see ``_RUNNING``)."""
+        owners = {"world": self, "effects": self.effects, "pushes": self.pushes, "inputs": self.inputs}
+        return [(f"{name}/{attr}", owner, attr) for name, owner in owners.items() if owner is not None
+                for attr in _RUNNING[name]]
+
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Arrays (physics, per-simulation model fields, effects, pushes, inputs, counters) and JSON-able
         facts (the generator's state, the episodes' reported draws): no pickling needed to save or load."""
         arrays = {f"state/{k}": self.batch.bind(k).copy() for k in _STATE_FIELDS if self.batch.bind(k).size}
         for k, (flat, *_rest) in enumerate(self._writes):
             arrays[f"model/{k}"] = flat.copy()
-        owners = {"world": self, "effects": self.effects, "pushes": self.pushes, "inputs": self.inputs}
-        for owner_name, owner in owners.items():
-            for attr in _RUNNING[owner_name]:
-                if owner is not None:
-                    arrays[f"{owner_name}/{attr}"] = np.array(getattr(owner, attr))
+        for key, owner, attr in self._running():
+            arrays[key] = np.array(getattr(owner, attr))
         for name, q in self.effects.params.items():
             arrays[f"effects/param/{name}"] = q.values.copy()
         meta = {"rng": self.rng.bit_generator.state, "randomization": self.randomization, "reseeded": self._reseeded,
@@ -310,12 +311,8 @@ class BatchedWorld:
                 self.batch.bind(k)[:] = arrays[f"state/{k}"]
         for k, (flat, *_rest) in enumerate(self._writes):
             flat[:] = arrays[f"model/{k}"]
-        owners = {"world": self, "effects": self.effects, "pushes": self.pushes, "inputs": self.inputs}
-        for owner_name, owner in owners.items():
-            for attr in _RUNNING[owner_name]:
-                if owner is not None:
-                    current = getattr(owner, attr)
-                    current[...] = arrays[f"{owner_name}/{attr}"]  # in place: views stay views
+        for key, owner, attr in self._running():
+            getattr(owner, attr)[...] = arrays[key]  # in place: views stay views
         for name, q in self.effects.params.items():
             q.values[:] = arrays[f"effects/param/{name}"]
         self.rng.bit_generator.state = meta["rng"]

@@ -36,6 +36,14 @@ def plain_obs_dim(inputs: PolicyInputs, total: int, act_dim: int) -> int:
     return total - act_dim if inputs.last_action else total
 
 
+def inputs_space(obs_space: gym.spaces.Box, act_space: gym.spaces.Box, history: int) -> gym.spaces.Box:
+    """The policy's observation space with its inputs: ``[obs, past obs x history, past commands]``."""
+    k = max(history, 1)
+    lows = [obs_space.low] * (1 + history) + [act_space.low.astype(obs_space.dtype)] * k
+    highs = [obs_space.high] * (1 + history) + [act_space.high.astype(obs_space.dtype)] * k
+    return gym.spaces.Box(np.concatenate(lows), np.concatenate(highs), dtype=obs_space.dtype)
+
+
 def input_columns(inputs: PolicyInputs, obs_dim: int, act_dim: int) -> dict[tuple[str, int], range]:
     """Where each part of the policy's observation sits: ``("obs", lag)`` and ``("act", lag)`` -> columns."""
     columns, at = {("obs", 0): range(0, obs_dim)}, obs_dim
@@ -92,9 +100,7 @@ class PolicyInputsWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._obs_hist: deque = deque(maxlen=history) if history else deque()
         self._act_hist: deque = deque(maxlen=k)
         self._zero_action = np.zeros(act_space.shape, dtype=obs_space.dtype)
-        lows = [obs_space.low] + [obs_space.low] * history + [act_space.low.astype(obs_space.dtype)] * k
-        highs = [obs_space.high] + [obs_space.high] * history + [act_space.high.astype(obs_space.dtype)] * k
-        self.observation_space = gym.spaces.Box(np.concatenate(lows), np.concatenate(highs), dtype=obs_space.dtype)
+        self.observation_space = inputs_space(obs_space, act_space, history)
         self._current: np.ndarray | None = None
 
     def _compose(self, obs: np.ndarray) -> np.ndarray:

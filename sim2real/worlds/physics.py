@@ -146,9 +146,14 @@ class PhysicsModel:
         else:
             a[field][index] = new
         if field == "body_mass":
-            # Keep the body's shape: inertia scales with mass.
-            ratio = np.divide(new, base, out=np.ones_like(new), where=base > 0)
-            a["body_inertia"][index] = nom["body_inertia"][index] * ratio[:, None]
+            # Keep the body's shape: inertia scales with mass, I0 * s (scale) or I0 / m0 * v + I0 (add): the
+            # batched world's write plan in the same floating-point operations, so both paths agree to the bit.
+            inertia = nom["body_inertia"][index]
+            if op == "scale":
+                a["body_inertia"][index] = np.where(base[:, None] > 0, inertia * values[:, None], inertia)
+            else:
+                per_kg = np.divide(inertia, base[:, None], out=np.zeros_like(inertia), where=base[:, None] > 0)
+                a["body_inertia"][index] = per_kg * values[:, None] + inertia
         return new
 
 
