@@ -66,21 +66,38 @@ def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
 SAC_TINY = {"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}}
 
 
-@pytest.mark.parametrize("algo", ["ppo", "sac"])
-def test_a_resumed_batched_run_is_the_run_that_was_interrupted(algo, tmp_path):
-    """Kill after the first checkpoint, resume: the same weights and the same evaluations, to the last bit."""
+def weights(run):
     import torch
 
+    with zipfile.ZipFile(run / "model.zip") as zf:
+        return {name: torch.load(zf.open(name), weights_only=True) for name in zf.namelist() if name.endswith(".pth")}
+
+
+def same(x, y):
+    """Tensors, dicts and lists equal to the last bit (policy and optimiser states)."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return torch.equal(x, y)
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+    return x == y
+
+
+@pytest.mark.parametrize("stepper", ["batch", "gym"])
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_a_resumed_run_is_the_run_that_was_interrupted(algo, stepper, tmp_path):
+    """Kill after the first checkpoint, resume: the same weights and the same evaluations, to the last bit, on
+    the batched world (its state is in the checkpoint) and on Gymnasium envs (episodes restart at checkpoints)."""
     if algo == "ppo":
         config, cut_at = cfg(), "step_000000256"
-    else:  # two batched envs (the spec's algorithm is PPO, so n_envs is set here)
+    else:  # two envs (the spec's algorithm is PPO, so n_envs is set here)
         config = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", n_envs=2, steps=128, eval_every=64,
                                 eval_episodes=1, checkpoint_every=64, overrides=SAC_TINY)
         cut_at = "step_000000128"
-
-    def weights(run):
-        with zipfile.ZipFile(run / "model.zip") as zf:
-            return {name: torch.load(zf.open(name), weights_only=True) for name in zf.namelist() if name.endswith(".pth")}
+    config.stepper = stepper
 
     whole = pretrain(config, out=tmp_path / "whole")
     cut = pretrain(config, out=tmp_path / "cut")
@@ -91,17 +108,26 @@ def test_a_resumed_batched_run_is_the_run_that_was_interrupted(algo, tmp_path):
     pretrain(config, out=cut, resume=True)
     a, b = weights(whole), weights(cut)
     assert set(a) == set(b) and "policy.pth" in a
-
-    def same(x, y):
-        if isinstance(x, torch.Tensor):
-            return torch.equal(x, y)
-        if isinstance(x, dict):
-            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
-        if isinstance(x, (list, tuple)):
-            return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
-        return x == y
-
+    assert json.loads((cut / "run.json").read_text())["config"]["stepper"] == stepper
     assert all(same(a[k], b[k]) for k in a)  # policy and optimiser states
+    assert (whole / "evaluations.csv").read_text() == (cut / "evaluations.csv").read_text()
+
+
+def test_a_resumed_transfer_is_the_transfer_that_was_interrupted(tiny_pretrained, tmp_path):
+    """A transfer killed after a checkpoint and resumed ends with the uninterrupted run's weights, to the bit."""
+    from sim2real.transfer.run import TransferConfig, transfer
+
+    config = TransferConfig(policy=str(tiny_pretrained), target="heavy", strategy="finetune", budget=512,
+                            eval_every=128, eval_episodes=1, seed=3)
+    whole = transfer(config, out=tmp_path / "whole", quiet=True)
+    cut = transfer(config, out=tmp_path / "cut", quiet=True)
+    checkpoints = sorted((cut / "checkpoints").glob("step_*.zip"))
+    assert len(checkpoints) == 2
+    for f in [cut / "model.zip", cut / "result.json", *(cut / "checkpoints").glob(f"{checkpoints[-1].stem}*")]:
+        f.unlink()  # what a kill after the first kept checkpoint leaves
+    transfer(config, out=cut, quiet=True, resume=True)
+    a, b = weights(whole), weights(cut)
+    assert all(same(a[k], b[k]) for k in a)
     assert (whole / "evaluations.csv").read_text() == (cut / "evaluations.csv").read_text()
 
 

@@ -149,11 +149,14 @@ def note_resume(run_dir: Path, **facts: Any) -> None:
     atomic_write_text(path, json.dumps(info, indent=2, default=str))
 
 
-def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", resumable: bool = False) -> None:
+def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", resumable: bool = False,
+                    restart_seed: int | None = None) -> None:
     """Model, normalisation statistics and (off-policy) replay buffer: one checkpoint, complete or absent.
 
-    With ``resumable``, also the training state a bit-identical resume needs (:func:`capture_training_state`),
-    where the env can give it (the batched world can; Gymnasium envs keep theirs inside their wrappers).
+    With ``resumable``, also the training state a bit-identical resume needs (:func:`capture_training_state`):
+    the batched world hands over its state; Gymnasium envs keep theirs inside their wrappers, so with
+    ``restart_seed`` the run restarts its episodes from that seed right after the checkpoint
+    (:func:`restart_episodes`), and a resumed run does the same.
 
     Each file is written to a temporary name and moved into place; a manifest naming every file
     and its size is written last. A crash before the manifest leaves an incomplete checkpoint that
@@ -188,7 +191,7 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", 
         with tmp.open("wb") as f:
             save_replay_arrays(f, model.replay_buffer)
         commit(tmp, directory / f"{name}_replay_buffer.npz")
-    state = capture_training_state(model) if resumable else None
+    state = capture_training_state(model, restart_seed) if resumable else None
     if state is not None:
         arrays, facts = state
         tmp = directory / f".{name}_state.tmp.npz"
@@ -346,13 +349,30 @@ def _env_chain(venv) -> list:
     return chain
 
 
-def capture_training_state(model: BaseAlgorithm) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """What continues a run exactly, beyond weights, optimiser, statistics and replay buffer: every
-    random generator (torch, numpy's global one, Python's, the action space's), the algorithm's last
-    observation and episode starts, the normaliser's running returns, and the env's own state.
+RESTART_SEED = 500_000_000  # where the episodes after a checkpoint take their seeds (far from reset and eval seeds)
 
-    ``None`` when the env cannot hand over its state (only the batched world can). Arrays and JSON
-    facts, so nothing is pickled.
+
+def restart_episodes(model: BaseAlgorithm, seed: int) -> None:
+    """End the episodes in progress and start new ones from ``seed``: what a Gymnasium env's state is at a
+    checkpoint, without reading its wrappers (delay lines, noise blocks, time limits). The uninterrupted run
+    and a resumed one both do it at the checkpoint, so both go on alike. For PPO a checkpoint falls between
+    rollouts, whose last values already bootstrap the cut episodes, as a time limit would."""
+    venv = model.get_env()
+    venv.seed(seed)
+    model._last_obs = venv.reset()
+    model._last_episode_starts = np.ones((venv.num_envs,), dtype=bool)
+    if isinstance(venv, VecNormalize):
+        model._last_original_obs = venv.get_original_obs()
+
+
+def capture_training_state(model: BaseAlgorithm, restart_seed: int | None = None
+                           ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """What continues a run exactly, beyond weights, optimiser, statistics and replay buffer: every
+    random generator (torch, numpy's global one, Python's, the action space's), the algorithm's counters,
+    the normaliser's running returns, and the env's state: the batched world's own, or for Gymnasium envs
+    the seed their episodes restart from (``restart_seed``, see :func:`restart_episodes`).
+
+    ``None`` when neither is possible. Arrays and JSON facts, so nothing is pickled.
     """
     import random
 
@@ -360,20 +380,24 @@ def capture_training_state(model: BaseAlgorithm) -> tuple[dict[str, np.ndarray],
 
     chain = _env_chain(model.get_env())
     batched = next((v for v in chain if isinstance(v, BatchedVecEnv)), None)
-    if batched is None or isinstance(model._last_obs, dict):
+    if (batched is None and restart_seed is None) or isinstance(model._last_obs, dict):
         return None
-    world_arrays, world_facts = batched.world.state_dict()
-    arrays = {f"world/{k}": v for k, v in world_arrays.items()}
+    arrays: dict[str, np.ndarray] = {}
+    facts: dict[str, Any] = {}
+    if batched is not None:
+        world_arrays, facts["world"] = batched.world.state_dict()
+        arrays = {f"world/{k}": v for k, v in world_arrays.items()}
+    else:
+        facts["restart_seed"] = int(restart_seed)
     numpy_rng = np.random.get_state()
-    facts: dict[str, Any] = {
-        "world": world_facts,
+    facts.update({
         "n_updates": int(getattr(model, "_n_updates", 0)),
         "episode_num": int(model._episode_num),
         "ep_info_buffer": [{k: float(v) for k, v in e.items()} for e in (model.ep_info_buffer or [])],
         "numpy_rng": [numpy_rng[0], int(numpy_rng[2]), int(numpy_rng[3]), float(numpy_rng[4])],
         "python_rng": random.getstate(),
         "action_space_rng": model.action_space.np_random.bit_generator.state,
-    }
+    })
     arrays["rng/numpy_keys"] = numpy_rng[1]
     arrays["rng/torch"] = torch.get_rng_state().numpy()
     for name in ("_last_obs", "_last_original_obs", "_last_episode_starts"):
@@ -401,10 +425,11 @@ def apply_training_state(model: BaseAlgorithm, arrays: dict[str, np.ndarray], fa
 
     chain = _env_chain(model.get_env())
     batched = next((v for v in chain if isinstance(v, BatchedVecEnv)), None)
-    if batched is None:
-        raise ValueError("this checkpoint holds a batched world's state, but the run's env is not batched")
-    batched.world.load_state_dict({k[len("world/"):]: v for k, v in arrays.items() if k.startswith("world/")},
-                                  facts["world"])
+    if ("world" in facts) != (batched is not None):
+        raise ValueError("this checkpoint was taken on the other stepper (batched / Gymnasium) than this run's")
+    if batched is not None:
+        batched.world.load_state_dict({k[len("world/"):]: v for k, v in arrays.items() if k.startswith("world/")},
+                                      facts["world"])
     kind, pos, has_gauss, gauss = facts["numpy_rng"]
     np.random.set_state((kind, arrays["rng/numpy_keys"], pos, has_gauss, gauss))
     torch.set_rng_state(torch.from_numpy(arrays["rng/torch"].copy()))
@@ -428,6 +453,8 @@ def apply_training_state(model: BaseAlgorithm, arrays: dict[str, np.ndarray], fa
         if hasattr(v, "episode_returns") and "monitor/episode_returns" in arrays:
             v.episode_returns = arrays["monitor/episode_returns"].copy()
             v.episode_lengths = arrays["monitor/episode_lengths"].copy()
+    if "restart_seed" in facts:  # a Gymnasium env: its episodes restart as the uninterrupted run's did
+        restart_episodes(model, facts["restart_seed"])
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -12,7 +12,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sim2real.learning.artifacts import atomic_write_text, remove_checkpoint, save_checkpoint
+from sim2real.learning.artifacts import atomic_write_text, remove_checkpoint, restart_episodes, save_checkpoint
 from sim2real.learning.evaluation import evaluate
 from sim2real.progress import Progress
 
@@ -21,14 +21,17 @@ class CheckpointCallback(BaseCallback):
     """Checkpoint every ``every`` steps into ``run_dir/checkpoints`` (complete or absent, keeping the last ``keep``).
 
     Checkpoints are taken at the start of a rollout, i.e. after the previous update: a resumed
-    run continues with the next rollout and loses no update.
+    run continues with the next rollout and loses no update. With ``restart_seed`` (Gymnasium envs, whose
+    state stays inside their wrappers) the episodes restart from a seed after each checkpoint, in the
+    uninterrupted run and in a resumed one alike, so a resume is exact there too.
     """
 
-    def __init__(self, run_dir: Path, every: int, keep: int = 2):
+    def __init__(self, run_dir: Path, every: int, keep: int = 2, restart_seed: int | None = None):
         super().__init__()
         self.dir = run_dir / "checkpoints"
         self.every = every
         self.keep = keep
+        self.restart_seed = restart_seed  # Gymnasium envs: restart episodes at each checkpoint (exact resume)
         self._next = None
 
     def _on_training_start(self) -> None:
@@ -36,7 +39,10 @@ class CheckpointCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self._next:
-            save_checkpoint(self.model, self.dir, f"step_{self.num_timesteps:09d}", resumable=True)
+            seed = None if self.restart_seed is None else self.restart_seed + self.num_timesteps
+            save_checkpoint(self.model, self.dir, f"step_{self.num_timesteps:09d}", resumable=True, restart_seed=seed)
+            if seed is not None:
+                restart_episodes(self.model, seed)
             self._next = (self.num_timesteps // self.every + 1) * self.every
             self._prune()
 

@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sim2real.learning.algos import OFF_POLICY, set_threads
 from sim2real.learning.artifacts import (
+    RESTART_SEED,
     RunLock,
     atomic_write_text,
     clean_incomplete,
@@ -363,7 +364,10 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     model.set_logger(_tb_logger(run_dir, cfg, strategy))
     eval_cb = EvalCallback(run_dir, {"target": eval_env}, eval_every, eval_episodes, seed=eval_seed,
                            shares_training_env=on_robot, phase=phase, start_step=recorded)
-    callbacks = [eval_cb, CheckpointCallback(run_dir, max(budget // 4, 1))]
+    # Off a robot the episodes restart at each checkpoint, so a resumed run goes on exactly as this one (a robot
+    # is not reset for it: its run resumes with the same weights, new episodes).
+    callbacks = [eval_cb, CheckpointCallback(run_dir, max(budget // 4, 1),
+                                             restart_seed=None if on_robot else RESTART_SEED + 1_000_003 * cfg.seed)]
     if on_robot:
         callbacks.append(RobotGuard(session, budget if cfg.budget_includes_eval else None, eval_cb))
     if not quiet:
