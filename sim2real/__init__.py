@@ -12,7 +12,7 @@ Layers, each importing only those below it::
     robot/      a robot session: safety layer, transition log, remote link, recording, export
     learning/   SB3: layer groups, artifacts, policy loading, callbacks, evaluation, pretraining
     worlds/     MuJoCo worlds: physics, effects, task variants, policy inputs, make/register
-    spec, progress                                                  the base (no sim2real imports)
+    spec, progress, files, ...                                      the base (no sim2real imports above it)
 """
 
 from __future__ import annotations

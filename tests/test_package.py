@@ -13,7 +13,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "sim2real"
 # Each layer may import itself and the layers after it in this list, never one before it.
 LAYERS = ["top", "transfer", "calibration", "robot", "learning", "worlds", "base"]
-BASE = {"spec", "progress", "fields", "options", "pages"}
+BASE = {"spec", "progress", "fields", "options", "pages", "files"}
 
 
 def layer_of(module: str) -> str:
