@@ -197,15 +197,23 @@ def verdict(strategies: dict, recommended: str) -> dict:
 # ---------------------------------------------------------------- plots
 
 
+def _iqm_over_seeds(y: np.ndarray) -> np.ndarray:
+    """IQM along the first axis (seeds; 25% trimmed each side, as rliable's aggregate_iqm), per step."""
+    cut = int(0.25 * y.shape[-2])
+    ys = np.sort(y, axis=-2)
+    return ys[..., cut:y.shape[-2] - cut, :].mean(axis=-2)
+
+
 def _band(curves: list[Curve], reps: int = 1000, seed: int = 0):
+    """Per evaluation step: the IQM across seeds (the statistic of the metrics table) and its 95% bootstrap band."""
     n = min(c.steps.size for c in curves)
     y = np.array([c.returns[:n] for c in curves])
-    mean = y.mean(axis=0)
+    iqm = _iqm_over_seeds(y)
     if len(curves) == 1:
-        return curves[0].steps[:n], mean, mean, mean
+        return curves[0].steps[:n], iqm, iqm, iqm
     rng = np.random.default_rng(seed)
-    boots = y[rng.integers(0, len(curves), size=(reps, len(curves)))].mean(axis=1)
-    return curves[0].steps[:n], mean, np.percentile(boots, 2.5, axis=0), np.percentile(boots, 97.5, axis=0)
+    boots = _iqm_over_seeds(y[rng.integers(0, len(curves), size=(reps, len(curves)))])
+    return curves[0].steps[:n], iqm, np.percentile(boots, 2.5, axis=0), np.percentile(boots, 97.5, axis=0)
 
 
 def plot_curves(runs: dict, study_dir: Path, budget: int) -> list[Path]:
@@ -219,12 +227,12 @@ def plot_curves(runs: dict, study_dir: Path, budget: int) -> list[Path]:
                 ax.axhline(np.mean([c.start for c in curves]), color=color, ls="--", label="zero-shot")
                 continue
             x, m, lo, hi = _band(curves)
-            for c in curves:  # every seed, thin, under the mean and its band
+            for c in curves:  # every seed, thin, under the IQM and its band
                 ax.plot(c.steps, c.returns, color=color, lw=0.6, alpha=0.35)
             ax.plot(x, m, color=color, label=f"{strategy} (n={len(curves)})")
             ax.fill_between(x, lo, hi, color=color, alpha=0.2)
         ax.set_xlabel("target environment steps")
-        ax.set_ylabel("return on the target (mean, 95% CI; thin: seeds)")
+        ax.set_ylabel("return on the target (IQM, 95% CI; thin: seeds)")
         ax.set_title(f"learning curves on '{target}'")
         ax.set_xlim(0, budget)
         ax.grid(alpha=0.3)

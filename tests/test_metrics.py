@@ -144,3 +144,17 @@ def test_a_rebuilt_report_reuses_its_bootstrap_estimates(tmp_path, monkeypatch):
         sim2real.metrics.iqm_interval(np.array(finals))  # the same numbers: from the cache
         with pytest.raises(AssertionError, match="recomputed"):
             sim2real.metrics.iqm_interval(np.array(finals) + 1.0)
+
+
+def test_learning_curves_show_the_iqm_the_table_reports():
+    """The curves and the metrics table use one statistic: the IQM across seeds (rliable's), per step."""
+    from rliable import metrics as rl
+
+    from sim2real.report import _band
+
+    rng = np.random.default_rng(0)
+    curves = [Curve(np.arange(0, 50, 10), rng.normal(100, 30, size=5)) for _ in range(6)]
+    _, iqm, lo, hi = _band(curves)
+    y = np.array([c.returns for c in curves])
+    np.testing.assert_allclose(iqm, [rl.aggregate_iqm(y[:, j]) for j in range(5)], rtol=1e-12)
+    assert np.all(lo <= iqm) and np.all(iqm <= hi)
