@@ -216,9 +216,9 @@ def run_case(case, scratch: Path) -> dict:
         outcome = "clear"
     else:
         outcome = "vague"
-    message = err.splitlines()[-1] if err else proc.stdout.strip().splitlines()[-1:] or [""]
+    last = (err or proc.stdout.strip()).splitlines()[-1:]  # what the user reads last
     return {"case": name, "args": args, "exit": proc.returncode, "outcome": outcome,
-            "message": message if isinstance(message, str) else message[0], "seconds": round(time.monotonic() - t0, 1)}
+            "message": last[0] if last else "", "seconds": round(time.monotonic() - t0, 1)}
 
 
 def main() -> None:

@@ -106,8 +106,7 @@ def check(kind: str, out: Path, ref: Path) -> dict:
         result["curve"] = all(
             (lambda s: s == sorted(set(s)))(curve_steps(p)) for p in (out / "runs").glob("*/*/s*/evaluations.csv"))
         result["identical"] = None  # a study's runs: see the transfer rows
-    result["leftovers"] = not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".tmp.zip", ".tmp.pkl"))
-                               or ".tmp" in p.name]
+    result["leftovers"] = not [p for p in out.rglob("*") if ".tmp" in p.name]  # .tmp, .x.tmp.zip, ...
     return result
 
 

@@ -22,15 +22,8 @@ import numpy as np
 from sim2real.spec import PolicyInputs
 
 
-def extra_dims(inputs: PolicyInputs, obs_dim: int, act_dim: int) -> int:
-    """How many entries the inputs add to an observation of ``obs_dim`` (actions of ``act_dim``)."""
-    if inputs.history:
-        return inputs.history * (obs_dim + act_dim)
-    return act_dim if inputs.last_action else 0
-
-
 def plain_obs_dim(inputs: PolicyInputs, total: int, act_dim: int) -> int:
-    """The observation's own width, from the width the policy sees (``extra_dims`` undone)."""
+    """The observation's own width, from the width the policy sees (the columns :func:`input_columns` adds undone)."""
     if inputs.history:
         return (total - inputs.history * act_dim) // (inputs.history + 1)
     return total - act_dim if inputs.last_action else total
