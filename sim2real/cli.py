@@ -177,7 +177,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
     spec = load_spec(args.task)
     out = Path(args.out) if args.out else Path(args.data) / "calibration"
     result = calibrate(spec, args.data, out, params=args.params, window=args.window, max_delay=args.max_delay,
-                       delay=args.delay, obs_bias=args.obs_bias, phase=args.phase,
+                       delay=args.delay, obs_bias=args.obs_bias, phase=args.phase, offsets=args.episode_offsets,
                        log=None if args.quiet else lambda line: print(line, flush=True))
     table = Table(title=f"calibration of {spec.name} from {result.steps:,} steps ({result.seconds:.0f} s)")
     for col in ("parameter", "fitted", "95% interval", "truth"):
@@ -472,6 +472,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cb.add_argument("--max-delay", type=int, default=3, help="largest action delay tried (steps)")
     cb.add_argument("--delay", type=int, default=None, help="a known action delay (default: fitted)")
     cb.add_argument("--obs-bias", action="store_true", help="also fit a constant bias per observation entry")
+    cb.add_argument("--episode-offsets", action=argparse.BooleanOptionalAction, default=None,
+                    help="also fit each episode's offset of the position sensors, remove it, fit again "
+                         "(default: the spec's calibration.episode_offsets)")
     cb.add_argument("--phase", choices=("train", "eval", "record"), default=None,
                     help="only this phase's episodes of the log")
     cb.add_argument("--out", default=None, help="output folder (default: DATA/calibration)")

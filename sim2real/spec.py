@@ -283,6 +283,7 @@ class Calibration(StrictModel):
     qvel_clip: float | None = Field(default=None, gt=0, description="the env clips observed velocities at this bound")
     params: list[str] = Field(default_factory=list, description="what `calibrate` fits by default: FIELD/NAME|all")
     window: int = Field(default=20, ge=1, le=200, description="control steps per shooting window (see calibrate)")
+    episode_offsets: bool = Field(default=True, description="also fit each episode's offset of the position sensors")
 
 
 class TaskSpec(StrictModel):

@@ -151,6 +151,11 @@ def write_calibration(out: Path, spec: TaskSpec, problem: CalibrationProblem, re
             "they assume the model can explain the data up to white noise, which sensor noise in the start states "
             "breaks, so they are narrower than the real uncertainty. The calibrated randomisation therefore spans at "
             f"least ±{MIN_WIDTH:.0%} of each value.", "",
+            *([] if not result.offsets else [
+                "Each episode's offset of the position sensors was fitted with the physics held at the first fit, "
+                "removed from the data, and the physics fitted again (twice); the residuals below are of the data "
+                "without them. Spread of the offsets over the episodes (std per position entry): "
+                + ", ".join(f"{v:.3g}" for v in np.std(result.offsets, axis=0)) + ".", ""]),
             "## Residuals", "",
             md_table([["model", "RMS of scaled residuals"], ["nominal sim, no delay", f"{result.rms_before:.4g}"],
                       ["calibrated", f"{result.rms_after:.4g}"]]), "",
