@@ -71,10 +71,36 @@ def _rate_vec(venv, steps: int, rng: np.random.Generator) -> float:
     actions = rng.uniform(low, high, (steps, venv.num_envs, low.size)).astype(venv.action_space.dtype)
     venv.seed(0)
     venv.reset()
+    clock = getattr(venv, "physics_clock", None)
+    if clock is not None:
+        clock[0] = 0.0
     start = time.perf_counter()
     for a in actions:
         venv.step(a)
-    return steps * venv.num_envs / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start if clock is None else clock[0]
+    return steps * venv.num_envs / elapsed
+
+
+def _physics_only(venv):
+    """The plain env, clocked only while MuJoCo steps it: its steps/s if everything around the physics were free.
+
+    The ratio of this to the plain env is the most any stepper of the same physics can gain on one core.
+    """
+    import mujoco
+
+    env = venv.envs[0].unwrapped
+    clock = [0.0]
+
+    def timed(ctrl, n_frames):  # Gymnasium's MujocoEnv._step_mujoco_simulation, with mj_step on the clock
+        env.data.ctrl[:] = ctrl
+        began = time.perf_counter()
+        mujoco.mj_step(env.model, env.data, nstep=n_frames)
+        clock[0] += time.perf_counter() - began
+        mujoco.mj_rnePostConstraint(env.model, env.data)
+
+    env._step_mujoco_simulation = timed
+    venv.physics_clock = clock
+    return venv
 
 
 def _steps_contenders(task: str, n: int):
@@ -92,6 +118,8 @@ def _steps_contenders(task: str, n: int):
     plain = EnvFactory(make_sim_env, task, randomize=False)  # the Gymnasium env as the spec builds it
     return {
         "gymnasium env (plain)": (lambda: DummyVecEnv([plain]), "one plain Gymnasium env, no randomisation"),
+        "physics only (plain env's mj_step)": (lambda: _physics_only(DummyVecEnv([plain])),
+                                               "the plain env clocked only inside mj_step: the one-core ceiling"),
         "gymnasium env (DR + effects)": (lambda: DummyVecEnv([world]), "one randomised sim world, Gymnasium wrappers"),
         f"DummyVecEnv x{n} (DR + effects)": (lambda: DummyVecEnv([world] * n), "SB3, one process"),
         f"SubprocVecEnv x{n} (DR + effects)": (lambda: SubprocVecEnv([world] * n), f"SB3, {n} processes"),
