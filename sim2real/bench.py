@@ -336,8 +336,8 @@ def write(result: dict[str, Any], out: Path) -> Path:
                 f"{result['results'][0]['threshold']:,.0f}; {result['eval_episodes']} deterministic episodes every "
                 f"{result['eval_every']:,} steps (off the clock); {result['concurrent_processes']} contenders run "
                 f"concurrently, one torch thread each, so CPU time (which sharing the cores does not inflate) is the "
-                f"fair clock and wall-clock is shown beside it; sim2real: batched world x{result['n']}; "
-                f"zoo: {result['zoo_hyperparams']}.", "",
+                f"fair clock and wall-clock is shown beside it; sim2real: batched world x{result['n']}"
+                + (f"; zoo: {result['zoo_hyperparams']}." if result.get("zoo_hyperparams") else "."), "",
                 md_table([["contender", "CPU time to threshold", "wall-clock to threshold", "steps to threshold",
                            "final return", "best return", "at step", "steps per CPU-second"], *rows])]
     path = out / f"{stem}.md"
