@@ -8,10 +8,12 @@ the calibration sees the log only, and the spec's target is read afterwards to s
 Usage:
     python scripts/calibration_accuracy.py                      # all four tasks, 10 episodes each
     python scripts/calibration_accuracy.py --tasks hopper --episodes 5 --out runs/calib-acc
-    python scripts/calibration_accuracy.py --summarise          # rebuild the table from --out
+    python scripts/calibration_accuracy.py --summarise --out docs/results/calibration   # rebuild a table
 
 Writes ``accuracy.json`` and ``accuracy.md`` (fitted vs truth, error, 95% interval and whether it covers the
-truth, delay, residuals, seconds) into ``--out`` (default ``docs/results/calibration``).
+truth, delay, residuals, seconds) into ``--out`` (default ``runs/calibration-accuracy``; the committed
+``docs/results/calibration`` is such a folder without the recordings). A folder that already holds a task's
+recording or calibration is refused by ``record`` / ``calibrate`` (nothing is overwritten): use a new ``--out``.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def table(results: list[dict]) -> str:
     for r in (row for res in results for row in rows_of(res)):
         if r["error"] is None:
             exact = "exact" if r["covers"] else "wrong"
-            body.append([r["task"], r["parameter"], str(r["fitted"]), str(int(r["truth"])), exact, "-", "-", "-"])
+            truth = "-" if r["truth"] is None else str(int(r["truth"]))
+            exact = "-" if r["covers"] is None else exact
+            body.append([r["task"], r["parameter"], str(r["fitted"]), truth, exact, "-", "-", "-"])
             continue
         body.append([r["task"], r["parameter"], f"{r['fitted']:.3f}", f"{r['truth']:.3g}", f"{r['error']:+.1%}",
                      f"±{r['interval']:.2g}", "yes" if r["covers"] else "no",
@@ -90,7 +94,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "calibration"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "calibration-accuracy"))
     ap.add_argument("--summarise", action="store_true", help="run nothing; rebuild the table from --out")
     ap.add_argument("extra", nargs="*", help="more sim2real calibrate flags, after --")
     args = ap.parse_args()

@@ -84,7 +84,8 @@ def _rate_vec(venv, steps: int, rng: np.random.Generator) -> float:
 def _physics_only(venv):
     """The plain env, clocked only while MuJoCo steps it: its steps/s if everything around the physics were free.
 
-    The ratio of this to the plain env is the most any stepper of the same physics can gain on one core.
+    A reference for what the physics alone costs: what a stepper of the same physics could gain on one core if the
+    Python around it were free (not a hard bound: ``mujoco.batch`` steps some models faster than separate MjData).
     """
     import mujoco
 
@@ -119,7 +120,7 @@ def _steps_contenders(task: str, n: int):
     return {
         "gymnasium env (plain)": (lambda: DummyVecEnv([plain]), "one plain Gymnasium env, no randomisation"),
         "physics only (plain env's mj_step)": (lambda: _physics_only(DummyVecEnv([plain])),
-                                               "the plain env clocked only inside mj_step: the one-core ceiling"),
+                                               "the plain env clocked only inside mj_step: what its physics alone costs"),
         "gymnasium env (DR + effects)": (lambda: DummyVecEnv([world]), "one randomised sim world, Gymnasium wrappers"),
         f"DummyVecEnv x{n} (DR + effects)": (lambda: DummyVecEnv([world] * n), "SB3, one process"),
         f"SubprocVecEnv x{n} (DR + effects)": (lambda: SubprocVecEnv([world] * n), f"SB3, {n} processes"),

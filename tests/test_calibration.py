@@ -77,6 +77,8 @@ def test_bad_inputs_are_clear_errors(known_recording, tmp_path):
         calibrate(spec, data, tmp_path / "b", params=["mass/pole"])
     with pytest.raises(SpecError, match="too little data"):
         calibrate(spec, data, tmp_path / "c", window=50)
+    with pytest.raises(SpecError, match="--obs-bias and --episode-offsets.*choose one"):
+        calibrate(spec, data, tmp_path / "e", obs_bias=True, offsets=True)
     # Data from another task: the hopper has 11-dim observations and 3 actions, the pendulum 4 and 1.
     with pytest.raises(SpecError, match="another task"):
         recording_from_episodes(read_log(data), load_spec("hopper"), source="x")

@@ -437,9 +437,9 @@ def episode_offsets(problem: CalibrationProblem, recording: Recording, scales: n
                                    np.zeros((pad, cols.shape[1]))])
             return [part.residual(full if x.ndim > 1 else full[:, 0], delay)], None, None
 
-        offsets = sysid.ParameterDict()
-        offsets.add(sysid.Parameter("offset", np.zeros(k), -spread, spread))
         try:
+            offsets = sysid.ParameterDict()
+            offsets.add(sysid.Parameter("offset", np.zeros(k), -spread, spread))
             opt, _ = sysid.optimize(offsets, residual_fn, optimizer="mujoco", verbose=False, max_iters=max_iters,
                                     output=io.StringIO(), xtol=XTOL, mu_factor=MU_FACTOR)
         finally:

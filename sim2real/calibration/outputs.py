@@ -117,6 +117,12 @@ def plot_trajectory(problem: CalibrationProblem, result: CalibrationResult, out:
     return path
 
 
+def _fitted_rows(offsets: list[list[float]]) -> np.ndarray:
+    """The offsets of the episodes that had a window to fit (the others are all zero)."""
+    rows = np.asarray(offsets, dtype=float)
+    return rows[np.any(rows != 0.0, axis=1)] if len(rows) else rows
+
+
 def write_calibration(out: Path, spec: TaskSpec, problem: CalibrationProblem, result: CalibrationResult,
                       source: str) -> Path:
     """Write ``calibration.json``, ``calibrated.yaml`` (validated by loading it) and the report into ``out``."""
@@ -152,10 +158,11 @@ def write_calibration(out: Path, spec: TaskSpec, problem: CalibrationProblem, re
             "breaks, so they are narrower than the real uncertainty. The calibrated randomisation therefore spans at "
             f"least ±{MIN_WIDTH:.0%} of each value.", "",
             *([] if not result.offsets else [
-                "Each episode's offset of the position sensors was fitted with the physics held at the first fit, "
-                "removed from the data, and the physics fitted again (twice); the residuals below are of the data "
-                "without them. Spread of the offsets over the episodes (std per position entry): "
-                + ", ".join(f"{v:.3g}" for v in np.std(result.offsets, axis=0)) + ".", ""]),
+                "Each episode's offset of the position sensors was fitted with the physics held at the current fit, "
+                "removed from the data, and the physics fitted again (twice); the residuals below are both of the "
+                "data without them (the delay table above is of the data as recorded). Spread of the offsets over "
+                "the episodes long enough to fit (std per position entry): "
+                + ", ".join(f"{v:.3g}" for v in _fitted_rows(result.offsets).std(axis=0)) + ".", ""]),
             "## Residuals", "",
             md_table([["model", "RMS of scaled residuals"], ["nominal sim, no delay", f"{result.rms_before:.4g}"],
                       ["calibrated", f"{result.rms_after:.4g}"]]), "",

@@ -61,7 +61,10 @@ def calibrate(spec: TaskSpec, data: str | Path, out: str | Path, params: list[st
         raise SpecError(f"--delay {delay}: allowed 0..{max_delay} (--max-delay)")
     episodes = [e for e in read_log(data) if phase is None or e.phase == phase]
     recording = recording_from_episodes(episodes, spec, source=str(data))
-    offsets = spec.calibration.episode_offsets if offsets is None else offsets
+    if offsets and obs_bias:
+        raise SpecError("--obs-bias and --episode-offsets both fit the position sensors' offsets (one for all "
+                        "episodes, one per episode); choose one (--no-episode-offsets keeps --obs-bias as it was)")
+    offsets = (spec.calibration.episode_offsets and not obs_bias) if offsets is None else offsets
     began = time.perf_counter()
     problem = CalibrationProblem(spec, recording, chosen, window=window, max_delay=max_delay, obs_bias=obs_bias)
     try:
@@ -85,7 +88,10 @@ def calibrate(spec: TaskSpec, data: str | Path, out: str | Path, params: list[st
                 problem = corrected
                 result = fit(problem, [first.delay], max_iters=max_iters, log=log,
                              start=np.array([result.values[lab] for lab in result.labels]))
-            result.delay_costs, result.rms_before = first.delay_costs, first.rms_before
+            # Before and after on the same data (without the offsets): the drop is the physics', not the offsets'.
+            # The delay costs stay those of the data as recorded, where the delay was chosen.
+            result.delay_costs = first.delay_costs
+            result.rms_before = float(np.sqrt(np.mean(problem.residual(problem.nominal_vector(), 0) ** 2)))
             result.offsets = found.tolist()
         result.seconds = time.perf_counter() - began
         world = world or recorded_world(data)
