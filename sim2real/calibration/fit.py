@@ -420,6 +420,7 @@ def episode_offsets(problem: CalibrationProblem, recording: Recording, scales: n
     sysid = _sysid()
     k = problem.nq - problem.skip
     spread = problem.scale[:k]
+    pad = problem.obs_dim - k  # velocity entries: no offset
     out = np.zeros((len(recording.actions), k))
     for i in range(len(recording.actions)):
         part = CalibrationProblem(problem.spec, recording.episode(i), problem.params, window=problem.window,
@@ -428,7 +429,6 @@ def episode_offsets(problem: CalibrationProblem, recording: Recording, scales: n
         if part.n_windows == 0:  # shorter than one window: nothing in it to fit, nothing used from it
             part.close()
             continue
-        pad = problem.obs_dim - k
 
         def residual_fn(x, _params, part=part):
             x = np.asarray(x, dtype=np.float64)

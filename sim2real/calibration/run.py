@@ -9,8 +9,14 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from sim2real.calibration.fit import (CalibrationProblem, CalibrationResult, episode_offsets, fit, parse_param,
-                                      recording_from_episodes)
+from sim2real.calibration.fit import (
+    CalibrationProblem,
+    CalibrationResult,
+    episode_offsets,
+    fit,
+    parse_param,
+    recording_from_episodes,
+)
 from sim2real.calibration.outputs import truth_of, write_calibration
 from sim2real.robot.log import read_log
 from sim2real.spec import SpecError, TaskSpec
@@ -74,11 +80,10 @@ def calibrate(spec: TaskSpec, data: str | Path, out: str | Path, params: list[st
             # The delay is chosen on the data as recorded (a wrong one leaves several times the residual either
             # way). Then, twice: each episode's sensor offsets with the physics held at the fit, and the physics
             # again on the data without them (the first offsets are found under physics the offsets bent).
-            first, found = result, 0.0
+            first, found = result, np.zeros((len(recording.actions), problem.nq - problem.skip))
             for _ in range(OFFSET_ROUNDS):
                 scales = np.array([result.values[p.label] for p in chosen])
-                found = found + episode_offsets(problem, recording.minus(found) if np.ndim(found) else recording,
-                                                scales, result.delay)
+                found = found + episode_offsets(problem, recording.minus(found), scales, result.delay)
                 if log is not None:
                     log("sensor offsets per episode (std over episodes): "
                         + "  ".join(f"{v:.3g}" for v in found.std(axis=0)))

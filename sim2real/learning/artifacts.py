@@ -352,6 +352,11 @@ def _env_chain(venv) -> list:
 RESTART_SEED = 500_000_000  # where the episodes after a checkpoint take their seeds (far from reset and eval seeds)
 
 
+def restart_seed_for(seed: int) -> int:
+    """The restart seeds of a run of ``seed`` (each checkpoint adds its step): apart for every run seed."""
+    return RESTART_SEED + 1_000_003 * seed
+
+
 def restart_episodes(model: BaseAlgorithm, seed: int) -> None:
     """End the episodes in progress and start new ones from ``seed``: what a Gymnasium env's state is at a
     checkpoint, without reading its wrappers (delay lines, noise blocks, time limits). The uninterrupted run

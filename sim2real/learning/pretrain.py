@@ -18,11 +18,11 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from sim2real.learning.algos import ALGOS, algo_kwargs, set_threads
 from sim2real.learning.artifacts import (
-    RESTART_SEED,
     RunLock,
     clean_incomplete,
     latest_checkpoint,
     note_resume,
+    restart_seed_for,
     restore_checkpoint,
     save_checkpoint,
     supersede_evaluations,
@@ -309,7 +309,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
         # On Gymnasium envs the episodes restart at each checkpoint (their state lives in their wrappers): a resume
         # is then exact there too. The batched world hands over its state instead.
         CheckpointCallback(run_dir, cfg.checkpoint_every,
-                           restart_seed=None if stepper == "batch" else RESTART_SEED + 1_000_003 * cfg.seed),
+                           restart_seed=None if stepper == "batch" else restart_seed_for(cfg.seed)),
         RandomizationLogger(),
         ProgressCallback(total, f"pretrain {cfg.task} ({'DR' if cfg.randomize else 'nominal'})", eval_cb),
     ]

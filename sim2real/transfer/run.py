@@ -22,12 +22,12 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sim2real.learning.algos import OFF_POLICY, set_threads
 from sim2real.learning.artifacts import (
-    RESTART_SEED,
     RunLock,
     atomic_write_text,
     clean_incomplete,
     latest_checkpoint,
     note_resume,
+    restart_seed_for,
     restore_checkpoint,
     save_checkpoint,
     supersede_evaluations,
@@ -367,7 +367,7 @@ def _run(cfg: TransferConfig, pre: Pretrained, spec: TaskSpec, budget: int, run_
     # Off a robot the episodes restart at each checkpoint, so a resumed run goes on exactly as this one (a robot
     # is not reset for it: its run resumes with the same weights, new episodes).
     callbacks = [eval_cb, CheckpointCallback(run_dir, max(budget // 4, 1),
-                                             restart_seed=None if on_robot else RESTART_SEED + 1_000_003 * cfg.seed)]
+                                             restart_seed=None if on_robot else restart_seed_for(cfg.seed))]
     if on_robot:
         callbacks.append(RobotGuard(session, budget if cfg.budget_includes_eval else None, eval_cb))
     if not quiet:
