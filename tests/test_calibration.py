@@ -111,6 +111,29 @@ def test_residual_is_vectorised(known_recording):
         problem.close()
 
 
+def test_windows_never_start_from_a_clipped_velocity():
+    """Hopper reports qvel clipped at +-10: a window started there would replay the wrong motion."""
+    from sim2real.calibration.fit import Recording
+
+    spec = load_spec("hopper")
+    rng = np.random.default_rng(0)
+    obs = rng.normal(0.0, 1.0, (101, 11))
+    obs[:, 0] += 1.25  # a plausible height
+    clipped = [0, 7, 8, 9, 40, 41]
+    obs[clipped, 10] = 10.0 + rng.normal(0.0, 0.01, len(clipped))  # the foot at the clip, plus sensor noise
+    import gymnasium as gym
+    model = gym.make(spec.env_id).unwrapped.model
+    problem = CalibrationProblem(spec, Recording([obs], [np.zeros((100, 3))]), [parse_param("body_mass/torso", model)],
+                                 window=10, max_delay=0, min_windows=False)
+    try:
+        starts = problem._starts
+        assert np.all(np.abs(starts[:, 5:]) < 9.9)
+        # Every usable step is still covered: windows move on to the next known state, not to the next grid point.
+        assert problem.n_windows == 9
+    finally:
+        problem.close()
+
+
 @pytest.mark.slow
 def test_calibrate_strategy_counts_recording_against_the_budget(tmp_path):
     from sim2real.learning.pretrain import PretrainConfig, pretrain

@@ -27,7 +27,10 @@ from sim2real.robot.log import LOG_NAME, TransitionLog, read_log
 from sim2real.spec import TaskSpec
 from sim2real.worlds.inputs import with_inputs
 
-RECORD_SEED = 30_000  # recorded episodes differ from the evaluation episodes (seed 20,000)
+# Recorded episodes differ from the evaluation episodes (seed 20,000) and between a study's seeds: each seed
+# records its own episodes, so the spread over seeds includes what the calibration makes of different data.
+RECORD_SEED = 30_000
+RECORD_SEEDS_PER_RUN = 1_000
 
 
 class CommandsOnly(gym.Wrapper):
@@ -74,7 +77,7 @@ def calibrate_and_adapt(cfg, pre: Pretrained, spec: TaskSpec, run_dir: Path, tar
             env, phase = with_inputs(logged, pre.inputs), nullcontext()
         done = cfg.calibrate_episodes - need
         with phase:
-            evaluate(model, env, need, obs_rms=pre.obs_rms, seed=RECORD_SEED + done)
+            evaluate(model, env, need, obs_rms=pre.obs_rms, seed=RECORD_SEED + RECORD_SEEDS_PER_RUN * cfg.seed + done)
         if session is None:
             env.close()
     recorded = recordings()
