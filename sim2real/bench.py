@@ -37,14 +37,21 @@ import numpy as np
 # published PPO return on Hopper, 2,410 at 1M steps, so a contender may not reach it).
 THRESHOLDS = {"hopper": 3000.0, "walker2d": 3000.0, "half_cheetah": 4000.0, "inverted_pendulum": 1000.0}
 
-# rl_zoo3 2.9.2, hyperparams/{ppo,sac}.yml, Hopper-v4: used when rl_zoo3 is not installed.
-ZOO_SAC_HOPPER = {"learning_starts": 10000}  # the Zoo's MuJoCo defaults for SAC
-ZOO_PPO_HOPPER = {
-    "normalize": True, "n_envs": 1, "batch_size": 32, "n_steps": 512, "gamma": 0.999,
-    "learning_rate": 9.80828e-05, "ent_coef": 0.00229519, "clip_range": 0.2, "n_epochs": 5, "gae_lambda": 0.99,
-    "max_grad_norm": 0.7, "vf_coef": 0.835671,
-    "policy_kwargs": "dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, "
-                     "net_arch=dict(pi=[256, 256], vf=[256, 256]))",
+# rl_zoo3 2.9.2, hyperparams/{ppo,sac}.yml, the -v4 entries: used when rl_zoo3 is not installed.
+ZOO_SAC = {"learning_starts": 10000}  # the Zoo's MuJoCo defaults for SAC (every task)
+ZOO_PPO = {
+    "hopper": {
+        "normalize": True, "n_envs": 1, "batch_size": 32, "n_steps": 512, "gamma": 0.999,
+        "learning_rate": 9.80828e-05, "ent_coef": 0.00229519, "clip_range": 0.2, "n_epochs": 5, "gae_lambda": 0.99,
+        "max_grad_norm": 0.7, "vf_coef": 0.835671,
+        "policy_kwargs": "dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, "
+                         "net_arch=dict(pi=[256, 256], vf=[256, 256]))",
+    },
+    "walker2d": {
+        "normalize": True, "n_envs": 1, "batch_size": 32, "n_steps": 512, "gamma": 0.99,
+        "learning_rate": 5.05041e-05, "ent_coef": 0.000585045, "clip_range": 0.1, "n_epochs": 20, "gae_lambda": 0.95,
+        "max_grad_norm": 1, "vf_coef": 0.871923,
+    },
 }
 
 
@@ -168,11 +175,11 @@ def _zoo_hyperparams(task: str, algo: str = "ppo") -> tuple[dict[str, Any], str]
         return ({k: v for k, v in entry.items() if k not in ("policy", "n_timesteps")},
                 f"rl_zoo3 {rl_zoo3.__version__} {env} {algo}")
     except (ImportError, KeyError, OSError):
-        if task != "hopper":
+        copy = ZOO_PPO.get(task) if algo == "ppo" else (ZOO_SAC if task in ZOO_PPO else None)
+        if copy is None:
             raise ValueError(f"no RL Zoo {algo} hyperparameters for {task} without rl_zoo3 installed "
                              "(pip install 'sim2real[bench]')") from None
-        copy = ZOO_PPO_HOPPER if algo == "ppo" else ZOO_SAC_HOPPER
-        return dict(copy), f"rl_zoo3 2.9.2 Hopper-v4 {algo} (copy in sim2real.bench)"
+        return dict(copy), f"rl_zoo3 2.9.2 {env} {algo} (copy in sim2real.bench)"
 
 
 def _zoo_policy_kwargs(value: str) -> dict[str, Any]:
