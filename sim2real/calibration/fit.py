@@ -186,6 +186,7 @@ class CalibrationProblem:
         window = window or spec.calibration.window
         self.spec, self.params, self.window, self.obs_bias = spec, params, window, obs_bias
         self.skip, self.clip = spec.calibration.qpos_skip, spec.calibration.qvel_clip
+        self.smoothing = spec.calibration.start_smoothing
         m = self.model
         self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
         obs_dim = self.nq - self.skip + self.nv
@@ -230,9 +231,12 @@ class CalibrationProblem:
             # out +11% off from noise-free data and +34% from noisy data.
             known = np.ones(len(obs), dtype=bool) if self.clip is None else \
                 np.all(np.abs(obs[:, k:]) < CLIP_MARGIN * self.clip, axis=1)
+            carried = self._carried_positions(obs) if self.smoothing else None
             for t0 in _window_starts(known, len(act), w):
                 start = obs[t0].copy()
-                if t0 > 0:
+                if carried is not None:
+                    start[:k] = carried[t0]
+                elif t0 > 0:
                     # Sensor noise in a start state is an error the fit cannot explain and pushes the parameters
                     # off (a centimetre into the floor is a large contact force). Positions are smooth in time,
                     # so the mean of three samples cuts that noise (std x0.58) at a tiny curvature error;
@@ -245,6 +249,35 @@ class CalibrationProblem:
         if not starts:
             return np.zeros((0, self.obs_dim)), np.zeros((0, w, self.obs_dim)), np.zeros((0, max_delay + w, self.nu))
         return np.array(starts), np.array(targets), np.array(actions)
+
+    def _carried_positions(self, obs: np.ndarray) -> np.ndarray:
+        """Each step's positions as the mean of ``2K+1`` neighbouring samples carried to it along the velocities.
+
+        Sample ``t+j`` moved to ``t``: its position minus its own velocity integrated (trapezoid) from ``t`` to
+        ``t+j``. Velocity noise integrated over a few control steps is far smaller than the position noise it
+        averages out (Walker2d `real`, 0.01 on both: friction +12.2% with the 3-sample mean, +7.2% with K=4), but
+        an impact between samples bends the integral (Hopper: friction -3.9% -> -8.3%), hence per task
+        (``calibration.start_smoothing``). Samples whose span holds a clipped velocity of that entry are left out.
+        """
+        k, K = self.nq - self.skip, self.smoothing
+        if self.nq != self.nv:
+            raise SpecError(f"{self.spec.path}: calibration.start_smoothing needs qpos and qvel of one size "
+                            f"(hinge and slide joints); this model has nq {self.nq}, nv {self.nv}")
+        dt = self.model.opt.timestep * self.frame_skip
+        pos, vel = obs[:, :k], obs[:, k + self.skip:k + self.skip + k]  # each position entry's own velocity
+        inside = np.abs(vel) < CLIP_MARGIN * self.clip if self.clip is not None else np.ones(vel.shape, dtype=bool)
+        step = np.vstack([np.zeros((1, k)), (vel[1:] + vel[:-1]) / 2 * dt])  # step[t] ~ pos[t] - pos[t-1]
+        travelled = np.cumsum(step, axis=0)
+        bad = np.cumsum(np.vstack([np.zeros((1, k), dtype=bool), ~(inside[1:] & inside[:-1])]), axis=0)
+        out = pos.copy()
+        for t in range(len(obs)):
+            js = np.arange(max(0, t - K), min(len(obs), t + K + 1))
+            usable = (bad[np.maximum(js, t)] - bad[np.minimum(js, t)]) == 0  # no clipped velocity in between
+            weight = usable.astype(float)
+            count = weight.sum(axis=0)
+            moved = ((pos[js] - (travelled[js] - travelled[t])) * weight).sum(axis=0)
+            out[t] = np.where(count > 0, moved / np.maximum(count, 1.0), pos[t])
+        return out
 
     @property
     def n_windows(self) -> int:
