@@ -175,7 +175,7 @@ def _zoo_hyperparams(task: str, algo: str = "ppo") -> tuple[dict[str, Any], str]
         return ({k: v for k, v in entry.items() if k not in ("policy", "n_timesteps")},
                 f"rl_zoo3 {rl_zoo3.__version__} {env} {algo}")
     except (ImportError, KeyError, OSError):
-        copy = ZOO_PPO.get(task) if algo == "ppo" else (ZOO_SAC if task in ZOO_PPO else None)
+        copy = ZOO_PPO.get(task) if algo == "ppo" else (ZOO_SAC if env is not None else None)
         if copy is None:
             raise ValueError(f"no RL Zoo {algo} hyperparameters for {task} without rl_zoo3 installed "
                              "(pip install 'sim2real[bench]')") from None

@@ -285,8 +285,9 @@ class Calibration(StrictModel):
     window: int = Field(default=20, ge=1, le=200, description="control steps per shooting window (see calibrate)")
     episode_offsets: bool = Field(default=True, description="also fit each episode's offset of the position sensors")
     start_smoothing: int = Field(default=0, ge=0, le=50, description=(
-        "window start positions: 0 = the mean of the 3 recorded samples around the start; K > 0 = the mean of "
-        "2K+1 samples, each carried to the start by integrating its own recorded velocity"))
+        "window start positions: 0 = the mean of the 3 recorded samples around the start (the sample itself at an "
+        "episode's first step); K > 0 = the mean of up to 2K+1 samples, each carried to the start by integrating its "
+        "own recorded velocity (K=1 is not the same as 0)"))
 
 
 class TaskSpec(StrictModel):

@@ -39,3 +39,17 @@ def test_learn_bench_races_sim2real_sb3_and_the_zoo(tmp_path, capsys):
     (tmp_path / "bench_learn_hopper_ppo.md").unlink()
     assert main(["bench", "learn", "--summarise", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "bench_learn_hopper_ppo.md").exists()
+
+
+def test_zoo_hyperparameters_have_a_built_in_copy_for_hopper_and_walker2d(monkeypatch):
+    """Without rl_zoo3 installed the race uses the copies; a task with none is a clear error."""
+    import sys
+
+    from sim2real.bench import _zoo_hyperparams
+
+    monkeypatch.setitem(sys.modules, "rl_zoo3", None)  # import rl_zoo3 -> ImportError
+    walker, source = _zoo_hyperparams("walker2d")
+    assert walker["n_steps"] == 512 and walker["n_epochs"] == 20 and "Walker2d-v4" in source
+    assert _zoo_hyperparams("half_cheetah", "sac")[0] == {"learning_starts": 10000}
+    with pytest.raises(ValueError, match="half_cheetah"):
+        _zoo_hyperparams("half_cheetah", "ppo")

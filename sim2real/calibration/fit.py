@@ -38,7 +38,9 @@ from sim2real.worlds.physics import PhysicsModel, element_names
 # Scales a fit may reach: wide enough for any plausible robot, narrow enough that the model stays valid.
 SCALE_BOUNDS = (0.2, 5.0)
 MIN_WINDOWS_PER_PARAM = 5
-CLIP_MARGIN = 0.99  # a velocity within 1% of the observation's clip may have been clipped (noise moves it off the bound)
+# A velocity within 1% of the observation's clip may have been clipped (noise moves it off the bound). Relative, so
+# for Hopper/Walker2d's clip of 10 the margin is 0.1, ten times `real`'s sensor noise; a small clip needs a wider one.
+CLIP_MARGIN = 0.99
 XTOL = 1e-5  # relative step at which a fit stops
 MU_FACTOR = 10.0  # mujoco.minimize raises its regulariser by this per failed step (default 1.26: ~60 rollouts to go from 1e-6 to 1)
 # Effects a fit can see in commands and motion: a motor that saturates below the action bound (what the policy
@@ -257,7 +259,8 @@ class CalibrationProblem:
         ``t+j``. Velocity noise integrated over a few control steps is far smaller than the position noise it
         averages out (Walker2d `real`, 0.01 on both: friction +12.2% with the 3-sample mean, +7.2% with K=4), but
         an impact between samples bends the integral (Hopper: friction -3.9% -> -8.3%), hence per task
-        (``calibration.start_smoothing``). Samples whose span holds a clipped velocity of that entry are left out.
+        (``calibration.start_smoothing``). Fewer samples count where the window runs past an episode's edge or across
+        a clipped velocity of that entry (those are left out, per entry: a foot at the clip keeps its own few).
         """
         k, K = self.nq - self.skip, self.smoothing
         if self.nq != self.nv:
@@ -273,10 +276,9 @@ class CalibrationProblem:
         for t in range(len(obs)):
             js = np.arange(max(0, t - K), min(len(obs), t + K + 1))
             usable = (bad[np.maximum(js, t)] - bad[np.minimum(js, t)]) == 0  # no clipped velocity in between
-            weight = usable.astype(float)
-            count = weight.sum(axis=0)
+            weight = usable.astype(float)  # j = t always counts, so no entry is left without a sample
             moved = ((pos[js] - (travelled[js] - travelled[t])) * weight).sum(axis=0)
-            out[t] = np.where(count > 0, moved / np.maximum(count, 1.0), pos[t])
+            out[t] = moved / weight.sum(axis=0)
         return out
 
     @property

@@ -44,7 +44,7 @@ from sim2real.robot.remote import RobotLinkError
 from sim2real.robot.safety import EmergencyStop, SafetyConfig, load_safety
 from sim2real.robot.session import RobotSession
 from sim2real.spec import TaskSpec
-from sim2real.transfer.adapt import calibrate_and_adapt
+from sim2real.transfer.adapt import RECORD_SEEDS_PER_RUN, calibrate_and_adapt
 from sim2real.transfer.cases import SIMILARITY_THRESHOLD, CaseDecision, classify
 from sim2real.transfer.strategies import STRATEGIES, apply_strategy
 from sim2real.worlds.inputs import WithInputs, with_inputs
@@ -97,9 +97,9 @@ class TransferConfig:
                                                "(training stops early enough for the final evaluation)")
     calibrate_episodes: int = option(5, "calibrate: target episodes recorded for the fit (they count against the "
                                         "budget)")
-    # 300k, not 100k: on hopper `real` (the default study + calibrate, seeds 0-1) the adapted policy started its
-    # fine-tuning at 500-520 and ended at ~500-550 after 300k sim steps, against 346-437 / 424 after 100k
-    # (docs/results/hopper-small-calibrate); sim steps cost ~5 min of one core, no target steps.
+    # 300k, not 100k: on hopper `real` (the default study + calibrate, seeds 0-1, one shared recording) the adapted
+    # policy started fine-tuning at 500-520 on `real` and ended at 490-550, against a start of 346-437 and a final
+    # IQM of 424 after 100k (docs/results/hopper-small-calibrate); sim steps cost ~5 min of one core, no target steps.
     calibrate_sim_steps: int = option(300_000, "calibrate: sim steps in the calibrated randomised sim before "
                                                "fine-tuning on the target")
     overrides: dict[str, Any] | None = option(None, "hyperparameter overrides on the target (--set KEY=VALUE)",
@@ -122,10 +122,10 @@ class TransferConfig:
                 raise TransferError(f"--{name.replace('_', '-')} {value}: must be at least 1")
         if isinstance(self.budget, int) and self.budget < 1:
             raise TransferError(f"--budget {self.budget}: must be at least 1 target step")
-        if self.calibrate_episodes < 1 or self.calibrate_sim_steps < 0:
+        if not 1 <= self.calibrate_episodes <= RECORD_SEEDS_PER_RUN or self.calibrate_sim_steps < 0:
             raise TransferError(f"--calibrate-episodes {self.calibrate_episodes} / --calibrate-sim-steps "
-                                f"{self.calibrate_sim_steps}: at least 1 episode, and 0 (no sim training) or more "
-                                "sim steps")
+                                f"{self.calibrate_sim_steps}: 1 to {RECORD_SEEDS_PER_RUN} episodes (each seed records "
+                                "its own block of episode seeds), and 0 (no sim training) or more sim steps")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise TransferError(f"--max-episode-steps {self.max_episode_steps}: must be at least 1")
 
