@@ -231,8 +231,7 @@ class CalibrationProblem:
             # margin for sensor noise); the predicted observations are clipped as the recorded ones were. Measured
             # on Walker2d `real` (40% of its steps have a foot speed at the clip): without this, its friction came
             # out +11% off from noise-free data and +34% from noisy data.
-            known = np.ones(len(obs), dtype=bool) if self.clip is None else \
-                np.all(np.abs(obs[:, k:]) < CLIP_MARGIN * self.clip, axis=1)
+            known = np.all(self._unclipped(obs[:, k:]), axis=1)
             carried = self._carried_positions(obs) if self.smoothing else None
             for t0 in _window_starts(known, len(act), w):
                 start = obs[t0].copy()
@@ -252,6 +251,12 @@ class CalibrationProblem:
             return np.zeros((0, self.obs_dim)), np.zeros((0, w, self.obs_dim)), np.zeros((0, max_delay + w, self.nu))
         return np.array(starts), np.array(targets), np.array(actions)
 
+    def _unclipped(self, velocities: np.ndarray) -> np.ndarray:
+        """Which recorded velocities are surely inside the observation's clip (``CLIP_MARGIN``), entry by entry."""
+        if self.clip is None:
+            return np.ones(velocities.shape, dtype=bool)
+        return np.abs(velocities) < CLIP_MARGIN * self.clip
+
     def _carried_positions(self, obs: np.ndarray) -> np.ndarray:
         """Each step's positions as the mean of ``2K+1`` neighbouring samples carried to it along the velocities.
 
@@ -268,7 +273,7 @@ class CalibrationProblem:
                             f"(hinge and slide joints); this model has nq {self.nq}, nv {self.nv}")
         dt = self.model.opt.timestep * self.frame_skip
         pos, vel = obs[:, :k], obs[:, k + self.skip:k + self.skip + k]  # each position entry's own velocity
-        inside = np.abs(vel) < CLIP_MARGIN * self.clip if self.clip is not None else np.ones(vel.shape, dtype=bool)
+        inside = self._unclipped(vel)
         step = np.vstack([np.zeros((1, k)), (vel[1:] + vel[:-1]) / 2 * dt])  # step[t] ~ pos[t] - pos[t-1]
         travelled = np.cumsum(step, axis=0)
         bad = np.cumsum(np.vstack([np.zeros((1, k), dtype=bool), ~(inside[1:] & inside[:-1])]), axis=0)
