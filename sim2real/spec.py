@@ -113,6 +113,9 @@ class Randomization(StrictModel):
     params: list[ParamRange] = []
     pushes: Pushes | None = None
     effects: Effects | None = Field(default=None, description="effect ranges drawn per episode (latency, noise, motors)")
+    task_variant: str | None = Field(default=None, description=(
+        "the reward the sim world trains for: an entry under task_variants (default: the task's own); "
+        "a calibration of a target with a task variant sets it, so the calibrated sim trains the target's task"))
 
 
 def _check_range(name: str, value, lo: float, hi: float | None = None, hi_open: bool = False,
@@ -318,7 +321,16 @@ class TaskSpec(StrictModel):
                     f"targets.{name}.task_variant: unknown variant {target.task_variant!r}; "
                     f"allowed: {', '.join(allowed)}"
                 )
+        variant = self.randomization.task_variant
+        if variant is not None and variant not in self.task_variants:
+            allowed = sorted(self.task_variants) or ["(none defined)"]
+            raise ValueError(f"randomization.task_variant: unknown variant {variant!r}; allowed: {', '.join(allowed)}")
         return self
+
+    def world_variant(self, world: str) -> TaskVariant | None:
+        """The reward change of ``world`` (``"sim"``: the randomised sim world), or ``None`` for the task's own."""
+        name = self.randomization.task_variant if world == "sim" else self.target(world).task_variant
+        return None if name is None else self.task_variants[name]
 
     def target(self, world: str) -> TargetWorld:
         """The target world called ``world``; a :class:`SpecError` lists the valid names otherwise."""

@@ -5,7 +5,7 @@ import pytest
 from stable_baselines3 import PPO
 
 from sim2real.learning.envs import BatchedVecEnv
-from sim2real.spec import Effects, Motor, PhysicsShift, PolicyInputs, Pushes, TargetWorld, load_spec
+from sim2real.spec import Effects, Motor, PhysicsShift, PolicyInputs, Pushes, TargetWorld, TaskVariant, load_spec
 from sim2real.worlds.batched import BatchedVectorEnv, BatchedWorld, BatchUnsupported, unsupported_reason
 from sim2real.worlds.batched_effects import BatchedEffects
 from sim2real.worlds.inputs import with_inputs
@@ -193,11 +193,36 @@ def test_sb3_trains_on_the_batched_world():
     assert model.num_timesteps == 256
 
 
+@pytest.mark.parametrize("variant", ["backwards", "slow"])
+def test_task_variant_rewards_match_the_gymnasium_wrappers(variant):
+    """A target's reward rewrite (hopping backwards, at 1 m/s), and the same rewrite of the sim world."""
+    spec = load_spec("hopper")
+    targets = {**spec.targets, "other_task": TargetWorld(task_variant=variant)}
+    spec = spec.model_copy(update={"targets": targets})
+    world = BatchedWorld(spec, 3, world="other_task", seed=0)
+    world.reset()
+    envs = [make_target_env(spec, "other_task") for _ in range(3)]
+    _sync(world, envs)
+    _lockstep(world, envs, 150)
+
+    physics_free = spec.randomization.model_copy(update={"task_variant": variant})
+    sim = spec.model_copy(update={"randomization": physics_free})
+    world = BatchedWorld(sim, 3, randomize=False, seed=0)
+    world.reset()
+    envs = [make_sim_env(sim, randomize=False) for _ in range(3)]
+    _sync(world, envs)
+    _lockstep(world, envs, 150)
+
+
 def test_worlds_the_batch_does_not_compute_are_named():
-    assert "task variant" in unsupported_reason("hopper", "real_backwards")
+    spec = load_spec("inverted_pendulum")
+    spec = spec.model_copy(update={"task_variants": {"backwards": TaskVariant(kind="backwards")},
+                                   "randomization": spec.randomization.model_copy(update={"task_variant": "backwards"})})
+    assert "task variant" in unsupported_reason(spec, "sim")
     with pytest.raises(BatchUnsupported, match="task variant"):
-        BatchedWorld("hopper", 2, world="real_backwards")
+        BatchedWorld(spec, 2)
     assert unsupported_reason("hopper", "real") is None
+    assert unsupported_reason("hopper", "real_backwards") is None
 
 
 def test_pretraining_batches_two_or_more_envs_and_says_so(tiny_pretrained):

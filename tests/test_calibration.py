@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from sim2real.calibration.fit import CalibrationProblem, parse_param, recording_from_episodes
+from sim2real.calibration.fit import CalibrationProblem, CalibrationResult, parse_param, recording_from_episodes
+from sim2real.calibration.outputs import calibrated_spec
 from sim2real.calibration.run import calibrate
 from sim2real.robot.log import read_log
 from sim2real.robot.record import RecordConfig, record
 from sim2real.spec import SpecError, load_spec, load_spec_file
+from sim2real.worlds.make import make_sim_env
 
 if not hasattr(pytest.importorskip("mujoco.sysid"), "optimize"):
     pytest.skip("needs MuJoCo's sysid extras: pip install 'sim2real[sysid]'", allow_module_level=True)
@@ -59,6 +61,26 @@ def test_recovers_known_parameters_and_delay(known_recording, tmp_path):
     # Never overwritten.
     with pytest.raises(FileExistsError):
         calibrate(spec, data, tmp_path / "cal")
+
+
+def test_data_from_a_target_with_another_reward_calibrate_a_sim_that_trains_for_it(tmp_path):
+    """heavy_torso_slow asks for hopping at 1 m/s: the calibrated world and the calibrated sim keep that reward."""
+    spec = load_spec("hopper")
+    labels = ["body_mass/torso", "geom_friction/all"]
+    result = CalibrationResult(task="hopper", labels=labels, values={"body_mass/torso": 1.19, "geom_friction/all": 0.86},
+                               intervals=dict.fromkeys(labels, 0.01), delay=0, delay_costs={0: 1.0}, rms_before=1.0,
+                               rms_after=0.1, n_windows=1, window=20, steps=100, world="heavy_torso_slow")
+    path = tmp_path / "calibrated.yaml"
+    path.write_text(yaml.safe_dump(calibrated_spec(spec, result), sort_keys=False))
+    calibrated = load_spec_file(path)
+    assert calibrated.targets["calibrated"].task_variant == "slow" and calibrated.randomization.task_variant == "slow"
+    env = make_sim_env(calibrated)
+    env.reset(seed=0)
+    *_, info = env.step(env.action_space.sample())
+    assert "reward_original" in info  # the target-speed rewrite is in the chain
+    # Data from a world with the task's own reward leave the reward alone.
+    result.world = "real"
+    assert "task_variant" not in calibrated_spec(spec, result)["randomization"]
 
 
 def test_a_given_delay_is_used(known_recording, tmp_path):

@@ -124,6 +124,9 @@ def test_unknown_task_variant_is_reported(tmp_path):
     path = write(tmp_path, GOOD.replace("  real:\n", "  real:\n    task_variant: fly\n"))
     with pytest.raises(SpecError, match=r"task_variant: unknown variant 'fly'"):
         load_spec_file(path)
+    path = write(tmp_path, GOOD.replace("randomization:\n", "randomization:\n  task_variant: fly\n"))
+    with pytest.raises(SpecError, match=r"randomization.task_variant: unknown variant 'fly'; allowed: \(none defined\)"):
+        load_spec_file(path)
 
 
 def test_missing_file_is_a_spec_error(tmp_path):

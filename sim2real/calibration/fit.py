@@ -400,6 +400,7 @@ class CalibrationResult:
     steps: int
     seconds: float = 0.0
     truth: dict[str, float] = field(default_factory=dict)
+    world: str | None = None  # the spec target world the data were recorded on, when known
     # Each episode's fitted offset of the position sensors (removed from the data before the final fit).
     offsets: list[list[float]] = field(default_factory=list)
 

@@ -70,10 +70,13 @@ def calibrated_spec(spec: TaskSpec, result: CalibrationResult) -> dict:
         physics.append({"field": field, "names": names, "op": "scale", "value": round(value, 4)})
         ranges.append({"field": field, "names": names, "op": "scale", "shared": name == "all",
                        "low": round(max(value - width, 1e-3), 4), "high": round(value + width, 4)})
-    raw.setdefault("targets", {})[CALIBRATED_WORLD] = {
-        "description": f"fitted to {result.steps} recorded steps by sim2real calibrate", "physics": physics,
-        "effects": effects}
+    calibrated = {"description": f"fitted to {result.steps} recorded steps by sim2real calibrate",
+                  "physics": physics, "effects": effects}
     rand = raw.setdefault("randomization", {})
+    variant = spec.targets[result.world].task_variant if result.world in spec.targets else None
+    if variant is not None:  # data from a target with another reward: the calibrated sim trains for that reward
+        calibrated["task_variant"] = rand["task_variant"] = variant
+    raw.setdefault("targets", {})[CALIBRATED_WORLD] = calibrated
     # The fitted entries come last: where an element is also in a wider entry, the later write wins.
     rand["params"] = list(rand.get("params", [])) + ranges
     eff = dict(rand.get("effects") or {})

@@ -102,6 +102,7 @@ def calibrate(spec: TaskSpec, data: str | Path, out: str | Path, params: list[st
         world = world or recorded_world(data)
         if world is not None:
             result.truth = truth_of(spec, world, result.labels)
+            result.world = world
         write_calibration(out, spec, problem, result, source=str(data))
     finally:
         problem.close()

@@ -31,7 +31,7 @@ from sim2real.fields import FIELDS
 from sim2real.spec import PolicyInputs, SpecError, TaskSpec
 from sim2real.worlds.batched_effects import BatchedEffects
 from sim2real.worlds.inputs import inputs_space
-from sim2real.worlds.kernels import kernel_for
+from sim2real.worlds.kernels import Locomotion, kernel_for
 from sim2real.worlds.make import _base_env, _spec
 from sim2real.worlds.physics import PhysicsModel, PhysicsSampler, apply_shift, element_names
 
@@ -53,13 +53,16 @@ def unsupported_reason(task: str | TaskSpec, world: str = "sim", env: gym.Env | 
     own = env is None
     env = _base_env(spec) if own else env
     try:
-        if kernel_for(env) is None:
+        kernel = kernel_for(env)
+        if kernel is None:
             return f"{spec.env_id} has no batched kernel (supported: Hopper, Walker2d, HalfCheetah, InvertedPendulum v5)"
     finally:
         if own:
             env.close()
-    if world not in ("sim", "nominal") and spec.target(world).task_variant is not None:
-        return f"target {world!r} rewrites the reward (task variant {spec.target(world).task_variant!r})"
+    if world != "sim":
+        spec.target(world)  # a clear error for an unknown world
+    if spec.world_variant(world) is not None and not isinstance(kernel, Locomotion):
+        return f"{world!r} rewrites the reward (a task variant), which only the locomotion kernels compute"
     return None
 
 
@@ -178,6 +181,8 @@ class BatchedWorld:
             raise BatchUnsupported(reason)
         self.spec, self.n, self.world = spec, n, world
         self.kernel = kernel_for(env)
+        if isinstance(self.kernel, Locomotion):
+            self.kernel.variant = spec.world_variant(world)
         model = env.unwrapped.model
         self.max_steps = spec.max_episode_steps
         self.action_space = env.action_space

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from sim2real.spec import TaskVariant
 from sim2real.worlds.effects import fast_clip
 
 
@@ -63,6 +64,7 @@ class Locomotion(Kernel):
         self.ctrl_weight = float(u._ctrl_cost_weight)
         self.normal_qvel_noise = type(u).__name__ == "HalfCheetahEnv"  # its qvel noise is Gaussian
         self.healthy = type(u).__name__ in ("HopperEnv", "Walker2dEnv")
+        self.variant: TaskVariant | None = None  # a task variant's reward (set by the batched world)
         if self.healthy:
             self.healthy_reward = float(u._healthy_reward)
             self.terminate_unhealthy = bool(u._terminate_when_unhealthy)
@@ -105,6 +107,12 @@ class Locomotion(Kernel):
         else:
             reward = forward - ctrl_cost
             terminated = np.zeros(len(qpos), dtype=bool)
+        if self.variant is not None:  # as sim2real.worlds.variants rewrites the Gymnasium env's reward
+            if self.variant.kind == "backwards":
+                reward = reward - 2.0 * forward
+            else:
+                v_star = float(self.variant.target_speed)
+                reward = reward - forward + self.forward_weight * (v_star - np.abs(x_velocity - v_star))
         return Step(self.observe(qpos, qvel), reward, terminated)
 
 

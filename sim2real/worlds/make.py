@@ -78,6 +78,9 @@ def make_sim_env(
     """
     spec = _spec(task)
     env = _base_env(spec, render_mode, **env_kwargs)
+    variant = spec.world_variant("sim")
+    if variant is not None:  # the sim world's task, randomised or not (a calibrated target's reward)
+        env = apply_task_variant(env, variant)
     if not randomize:
         return env
     r = spec.randomization
