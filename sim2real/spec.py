@@ -105,6 +105,26 @@ class Pushes(StrictModel):
         return self
 
 
+class Sampling(StrictModel):
+    """How the batched sim chooses each training episode's world (see :mod:`sim2real.worlds.sampling`)."""
+
+    nominal: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "share of episodes in the nominal world (no shift, no effects, no pushes): keeps the policy competent there"))
+    hard: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "share of episodes replaying the draws of one of the worst `quantile` of the last `memory` episodes (EPOpt)"))
+    quantile: float = Field(default=0.2, gt=0.0, le=1.0, description="the hard set: this fraction of remembered episodes")
+    memory: int = Field(default=2000, ge=1, description="episodes remembered (the most recent)")
+    warmup: int = Field(default=200, ge=1, description="episodes remembered before the first replay")
+
+    @model_validator(mode="after")
+    def _check(self) -> Sampling:
+        if self.nominal + self.hard > 1.0:
+            raise ValueError(f"nominal ({self.nominal}) + hard ({self.hard}) is above 1: they are shares of episodes")
+        if self.warmup > self.memory:
+            raise ValueError(f"warmup ({self.warmup}) must be <= memory ({self.memory})")
+        return self
+
+
 class Randomization(StrictModel):
     """How the sim world is randomised during pretraining."""
 
@@ -116,6 +136,14 @@ class Randomization(StrictModel):
     task_variant: str | None = Field(default=None, description=(
         "the reward the sim world trains for: an entry under task_variants (default: the task's own); "
         "a calibration of a target with a task variant sets it, so the calibrated sim trains the target's task"))
+    sampling: Sampling | None = Field(default=None, description=(
+        "mix nominal and replayed hard episodes into the uniform draws (training on the batched stepper only)"))
+
+    @model_validator(mode="after")
+    def _check(self) -> Randomization:
+        if self.sampling is not None and self.when != "reset":
+            raise ValueError(f"sampling chooses a world at every reset; it needs when: reset (got when: {self.when})")
+        return self
 
 
 def _check_range(name: str, value, lo: float, hi: float | None = None, hi_open: bool = False,

@@ -63,6 +63,16 @@ def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
     assert json.loads((out / "best.json").read_text())["nominal"] == 1e9
 
 
+def test_select_floor_keeps_best_only_among_evaluations_that_clear_the_nominal_return(tmp_path):
+    from dataclasses import replace
+
+    pretrain(replace(cfg(), select_floor=1e9), out=tmp_path / "high")
+    assert not (tmp_path / "high" / "best.zip").exists()  # no evaluation cleared it: model.zip stands alone
+    pretrain(replace(cfg(), select_floor=-1e9), out=tmp_path / "low")
+    best = json.loads((tmp_path / "low" / "best.json").read_text())
+    assert best["nominal"] >= -1e9 and (tmp_path / "low" / "best.zip").exists()
+
+
 SAC_TINY = {"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}}
 
 

@@ -72,8 +72,10 @@ class EvalCallback(BaseCallback):
 
     def __init__(self, run_dir: Path, worlds: dict[str, gym.Env | Callable[[], gym.Env]], every: int, episodes: int,
                  seed: int = 0, keep_best: bool = False, shares_training_env: bool = False,
-                 phase: Callable[[str], AbstractContextManager] | None = None, start_step: int = 0):
+                 phase: Callable[[str], AbstractContextManager] | None = None, start_step: int = 0,
+                 best_floor: tuple[str, float] | None = None):
         super().__init__()
+        self.best_floor = best_floor  # (world, return): only evaluations at least this good there may be best
         self.start_step = start_step  # where the curve starts (a budget partly spent before training: > 0)
         self.shared = shares_training_env
         self._ending = False
@@ -182,7 +184,8 @@ class EvalCallback(BaseCallback):
             f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
         self.last = row
         # Step 0 is the starting point, not a trained policy (with --init-from it is another run's).
-        if self.keep_best and self.num_timesteps > 0 and row[first] >= self.best:  # ties: the later policy
+        floor_met = self.best_floor is None or row[self.best_floor[0]] >= self.best_floor[1]
+        if self.keep_best and self.num_timesteps > 0 and floor_met and row[first] >= self.best:  # ties: the later
             # PPO on locomotion can collapse late; keep the best policy by the first world's return.
             self.best = row[first]
             save_checkpoint(self.model, self.csv.parent, "best")

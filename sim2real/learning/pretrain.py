@@ -67,6 +67,9 @@ class PretrainConfig:
     select_on: str | None = option(None, "world whose return picks best.zip: sim (the randomised training worlds, "
                                          "seeded alike at every evaluation) or nominal (default: sim for a "
                                          "randomised run, else nominal)", choices=("sim", "nominal"))
+    select_floor: float | None = option(None, "best.zip only among evaluations whose nominal return is at least "
+                                              "this (the spec's solved_return, say): a DR policy that gave up the "
+                                              "nominal world is not the best one", metavar="RETURN")
     eval_every: int | None = option(None, "steps between evaluations (default: 1/50 of the run)")
     eval_episodes: int = option(5, "episodes per evaluation; more makes the kept best checkpoint less of a lucky draw")
     checkpoint_every: int = option(50_000, "steps between checkpoints")
@@ -230,6 +233,15 @@ def resolve_stepper(cfg: PretrainConfig, spec, n_envs: int) -> str:
     ``auto`` batches two or more envs where the task has a batched kernel. With one env the two
     steppers run at the same speed (measured: 0.9-1.2x either way), so one env keeps the Gymnasium path.
     """
+    stepper = _stepper(cfg, spec, n_envs)
+    if stepper == "gym" and cfg.randomize and spec.randomization.sampling is not None:
+        raise ValueError(f"{spec.path}: randomization.sampling is computed by the batched world only; this run would "
+                         f"step Gymnasium envs (n_envs {n_envs}, --stepper {cfg.stepper}, --subproc {cfg.subproc}): "
+                         "use two or more envs on the batched stepper, or remove the sampling block")
+    return stepper
+
+
+def _stepper(cfg: PretrainConfig, spec, n_envs: int) -> str:
     if cfg.stepper == "gym" or (cfg.stepper == "auto" and (cfg.subproc or n_envs < 2)):
         return "gym"
     if cfg.subproc:
@@ -303,7 +315,8 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
     # on the nominal sim alone a policy that leans on latency (or a lucky friction) can look best.
     if (cfg.select_on or ("sim" if cfg.randomize else "nominal")) == "sim":
         worlds = {"sim": WithInputs(EnvFactory(make_sim_env, cfg.task, True), inputs), **worlds}
-    eval_cb = EvalCallback(run_dir, worlds, eval_every, cfg.eval_episodes, seed=10_000 + cfg.seed, keep_best=True)
+    eval_cb = EvalCallback(run_dir, worlds, eval_every, cfg.eval_episodes, seed=10_000 + cfg.seed, keep_best=True,
+                           best_floor=None if cfg.select_floor is None else ("nominal", cfg.select_floor))
     callbacks = [
         eval_cb,
         # On Gymnasium envs the episodes restart at each checkpoint (their state lives in their wrappers): a resume

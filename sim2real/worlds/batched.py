@@ -34,6 +34,7 @@ from sim2real.worlds.inputs import inputs_space
 from sim2real.worlds.kernels import Locomotion, kernel_for
 from sim2real.worlds.make import _base_env, _spec
 from sim2real.worlds.physics import PhysicsModel, PhysicsSampler, apply_shift, element_names
+from sim2real.worlds.sampling import NOMINAL, REPLAY, EpisodeSampling
 
 # The MjData fields that make up each simulation's state row (mjSTATE_INTEGRATION): saved in a checkpoint.
 _STATE_FIELDS = ("time", "qpos", "qvel", "act", "history", "qacc_warmstart", "ctrl", "qfrc_applied", "xfrc_applied",
@@ -143,6 +144,7 @@ _RUNNING = {
     "effects": ("limit", "dead", "strength", "actions", "seen", "t", "bias", "stuck", "stuck_values"),
     "pushes": ("countdown", "remaining", "force"),
     "inputs": ("past_obs", "past_actions", "current"),
+    "sampling": EpisodeSampling.ARRAYS,
 }
 
 
@@ -191,11 +193,13 @@ class BatchedWorld:
 
         physics = PhysicsModel(model)
         params: list = []
+        sampling = None
         if world == "sim":
             r = spec.randomization
             params = list(r.params) if randomize else []
             pushes = r.pushes if randomize else None
             effects = r.effects if randomize else None
+            sampling = r.sampling if randomize else None
             self.when, self.interval = r.when, r.interval_episodes
         else:
             target = spec.target(world)
@@ -224,6 +228,10 @@ class BatchedWorld:
         act_low, act_high = self.action_space.low, self.action_space.high
         self.effects = BatchedEffects(effects, n, obs_space.shape[0], act_low, act_high, self.action_space.dtype)
         self.inputs = _Inputs(inputs, n, obs_space.shape[0], act_low.size) if inputs is not None and inputs.active else None
+        self.sampling = None
+        if sampling is not None:
+            self.sampling = EpisodeSampling(sampling, n, self.draws.shape[1], len(self.effects.ranged))
+            self._nominal_draws = self._draws_of_the_nominal_model()
 
         self.observation_space = (inputs_space(obs_space, self.action_space, self.inputs.history) if self.inputs
                                   else obs_space)
@@ -249,6 +257,14 @@ class BatchedWorld:
             out.append((flat, pos, a, b, d))
         return out
 
+    def _draws_of_the_nominal_model(self) -> np.ndarray:
+        """The draw row whose writes give the model's own values (scale 1, offset 0, the nominal value set)."""
+        row = np.ones(self.draws.shape[1])
+        for flat, pos, a, b, d in self._writes:
+            given = a != 0  # a zero value scaled by any draw stays zero: any draw will do there
+            row[d[given]] = (flat[0, pos[given]] - b[given]) / a[given]
+        return row
+
     def seed(self, seed: int | None) -> None:
         """A new random stream (``None``: from the OS); the next reset draws new physics everywhere,
         whatever ``when`` says, as a Gymnasium world does on ``reset(seed=...)``."""
@@ -263,11 +279,18 @@ class BatchedWorld:
             raise TypeError("reset(ids): give simulation indices (np.flatnonzero(mask)), not a boolean mask")
         ids = ids.astype(int)
         rng = self.rng
+        modes = slots = None
+        if self.sampling is not None:  # (when: reset, so every id is due below)
+            self.sampling.remember(ids, self.t[ids] > 0, self.draws[ids], self.effects.values(ids))
+            modes, slots = self.sampling.choose(rng, ids)
         if self.sampler is not None:
             due = ids if self.when == "reset" or self._reseeded else ids[
                 (self.episodes[ids] == 0) | ((self.when == "interval") & (self.episodes[ids] % self.interval == 0))]
             if len(due):
                 rows = self.sampler.draw_rows(rng, len(due))
+                if modes is not None:
+                    rows[modes == NOMINAL] = self._nominal_draws
+                    rows[modes == REPLAY] = self.sampling.memory_physics[slots]
                 self.draws[due] = rows
                 for flat, pos, a, b, d in self._writes:
                     flat[due[:, None], pos] = a * rows[:, d] + b
@@ -279,19 +302,30 @@ class BatchedWorld:
         self.batch.forward(ids)
         if self.pushes is not None:
             self.pushes.reset(rng, ids)
+            if modes is not None:  # the nominal world is never pushed
+                self.pushes.countdown[ids[modes == NOMINAL]] = self.max_steps + 1
         self.t[ids] = 0
-        seen = self.effects.reset(rng, ids, self.kernel.observe(qpos, qvel))
+        fixed = None
+        if modes is not None:
+            fixed = np.full((len(ids), len(self.effects.ranged)), np.nan)
+            fixed[modes == NOMINAL] = self.effects.neutral()
+            fixed[modes == REPLAY] = self.sampling.memory_effects[slots]
+        seen = self.effects.reset(rng, ids, self.kernel.observe(qpos, qvel), fixed)
         keys = self.sampler.keys if self.sampler else []
-        for i in ids:
+        shares = self.sampling.shares(ids) if self.sampling is not None else None
+        for row, i in enumerate(ids):
             info = {key: float(self.draws[i, d]) for key, d in keys}
             info.update(self.effects.sampled(i))
+            if shares is not None:
+                info.update(shares[row])
             self.randomization[i] = info
         return self.inputs.reset(ids, seen) if self.inputs else seen
 
     # ---- checkpoints: everything a resumed run needs to continue exactly where this one stopped
     def _running(self):
         """``(key, owner, attribute)`` of every array that changes while the world runs (see ``_RUNNING``)."""
-        owners = {"world": self, "effects": self.effects, "pushes": self.pushes, "inputs": self.inputs}
+        owners = {"world": self, "effects": self.effects, "pushes": self.pushes, "inputs": self.inputs,
+                  "sampling": self.sampling}
         return [(f"{name}/{attr}", owner, attr) for name, owner in owners.items() if owner is not None
                 for attr in _RUNNING[name]]
 
@@ -346,6 +380,8 @@ class BatchedWorld:
         if self.pushes is not None:
             self.pushes.after_step()
         out = self.kernel.step(x_before, self.qpos, self.qvel, motor)
+        if self.sampling is not None:
+            self.sampling.returns += out.reward
         self.t += 1
         truncated = self.t >= self.max_steps
         seen = self.effects.observe(rng, out.obs)

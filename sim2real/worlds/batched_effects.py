@@ -15,6 +15,9 @@ import numpy as np
 from sim2real.spec import Effects
 from sim2real.worlds.effects import fast_clip, is_range, low_of
 
+# The values of a parameter that mean "no effect" (any other parameter: 0).
+NEUTRAL = {"motor_strength": 1.0, "motor_saturation": 1.0}
+
 
 class _Param:
     """One effect parameter over ``n`` simulations: fixed, or drawn per episode from ``(low, high)``."""
@@ -96,11 +99,27 @@ class BatchedEffects:
         """Simulation ``i``'s per-episode draws, keyed as the Gymnasium wrappers report them."""
         return {q.key: (int if q.integer else float)(q.values[i]) for q in self.ranged}
 
+    def values(self, ids: np.ndarray) -> np.ndarray:
+        """The ranged parameters' values of simulations ``ids``, one column per parameter of :attr:`ranged`."""
+        return np.stack([q.values[ids] for q in self.ranged], axis=1) if self.ranged else np.zeros((len(ids), 0))
+
+    def neutral(self) -> np.ndarray:
+        """The ranged parameters' values that make no effect (full motors, no noise, no delay), as one row."""
+        return np.array([NEUTRAL.get(name, 0.0) for name, q in self.params.items() if q.ranged])
+
     # ---- episode start
-    def reset(self, rng: np.random.Generator, ids: np.ndarray, raw_obs: np.ndarray) -> np.ndarray:
-        """Draw the episodes' values for simulations ``ids``; return their first observations as seen."""
+    def reset(self, rng: np.random.Generator, ids: np.ndarray, raw_obs: np.ndarray,
+              fixed: np.ndarray | None = None) -> np.ndarray:
+        """Draw the episodes' values for simulations ``ids``; return their first observations as seen.
+
+        ``fixed``: ``(len(ids), len(ranged))`` values to use instead of the draws (NaN: keep the draw).
+        """
         for q in self.ranged:
             q.draw(rng, ids)
+        if fixed is not None:
+            for column, q in enumerate(self.ranged):
+                keep = ~np.isnan(fixed[:, column])
+                q.values[ids[keep]] = fixed[keep, column]
         p = self.params
         self._set_motor(ids)
         self.t[ids] = 0
