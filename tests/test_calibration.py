@@ -66,6 +66,11 @@ def test_recovers_known_parameters_and_delay(known_recording, tmp_path):
 def test_data_from_a_target_with_another_reward_calibrate_a_sim_that_trains_for_it(tmp_path):
     """heavy_torso_slow asks for hopping at 1 m/s: the calibrated world and the calibrated sim keep that reward."""
     spec = load_spec("hopper")
+    # A spec whose sim mixes in nominal episodes: those would be the uncalibrated model, so they go.
+    raw = yaml.safe_load(Path(spec.path).read_text())
+    raw["randomization"]["sampling"] = {"nominal": 0.25}
+    (tmp_path / "hopper.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec_file(tmp_path / "hopper.yaml")
     labels = ["body_mass/torso", "geom_friction/all"]
     result = CalibrationResult(task="hopper", labels=labels, values={"body_mass/torso": 1.19, "geom_friction/all": 0.86},
                                intervals=dict.fromkeys(labels, 0.01), delay=0, delay_costs={0: 1.0}, rms_before=1.0,
@@ -74,6 +79,7 @@ def test_data_from_a_target_with_another_reward_calibrate_a_sim_that_trains_for_
     path.write_text(yaml.safe_dump(calibrated_spec(spec, result), sort_keys=False))
     calibrated = load_spec_file(path)
     assert calibrated.targets["calibrated"].task_variant == "slow" and calibrated.randomization.task_variant == "slow"
+    assert calibrated.randomization.sampling is None
     env = make_sim_env(calibrated)
     env.reset(seed=0)
     *_, info = env.step(env.action_space.sample())

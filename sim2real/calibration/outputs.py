@@ -73,6 +73,8 @@ def calibrated_spec(spec: TaskSpec, result: CalibrationResult) -> dict:
     calibrated = {"description": f"fitted to {result.steps} recorded steps by sim2real calibrate",
                   "physics": physics, "effects": effects}
     rand = raw.setdefault("randomization", {})
+    # The spec's nominal episodes would be the uncalibrated model (the fit lives in the ranges, not the model).
+    rand.pop("sampling", None)
     variant = spec.targets[result.world].task_variant if result.world in spec.targets else None
     if variant is not None:  # data from a target with another reward: the calibrated sim trains for that reward
         calibrated["task_variant"] = rand["task_variant"] = variant
