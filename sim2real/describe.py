@@ -84,6 +84,13 @@ def describe_task(task: str) -> None:
                 shown = f"{v[0]:g} .. {v[1]:g}" if isinstance(v, (list, tuple)) else f"{v:g}"
                 t.add_row("effect", f"{name}{'.' + sub if sub else ''}", "-", "per episode", shown, "uniform", shown)
     console.print(t)
+    r = spec.randomization
+    if r.sampling is not None:
+        sa = r.sampling
+        console.print(f"episodes (batched sim): {sa.nominal:.0%} nominal world, {sa.hard:.0%} replaying one of the worst "
+                      f"{sa.quantile:.0%} of the last {sa.memory:,} (after {sa.warmup:,}), the rest drawn as above")
+    if r.task_variant is not None:
+        console.print(f"sim world's reward: task variant {r.task_variant!r} ({spec.task_variants[r.task_variant].kind})")
     inputs = spec.observation
     console.print("policy inputs: observation"
                   + (f" + last {inputs.history} observations and commands" if inputs.history

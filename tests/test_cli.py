@@ -43,6 +43,17 @@ def test_envs_task_shows_parameters_and_worlds():
     assert "very_heavy_torso" in out and "3.665 -> 6.231" in out
 
 
+def test_envs_task_says_how_episodes_are_chosen_and_what_the_sim_rewards(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "sim2real" / "envs" / "hopper.yaml").read_text())
+    raw["randomization"].update(sampling={"nominal": 0.25, "hard": 0.35}, task_variant="slow")
+    (tmp_path / "hopper.yaml").write_text(yaml.safe_dump(raw))
+    out = run("envs", str(tmp_path / "hopper.yaml")).stdout
+    assert "25% nominal world, 35% replaying one of the worst 20% of the last 2,000" in out
+    assert "sim world's reward: task variant 'slow' (target_speed)" in out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
