@@ -56,7 +56,7 @@ def test_randomised_physics_matches_the_same_values_written_by_the_gymnasium_pat
     """Each simulation's reported draws, written into a Gymnasium env as a fixed shift, give its trajectory."""
     spec = load_spec(task)
     # Drawn once: a simulation reset after its episode keeps its physics, as the fixed-shift env does.
-    physics_only = spec.randomization.model_copy(update={"effects": None, "pushes": None, "when": "once"})
+    physics_only = spec.randomization.model_copy(update={"effects": None, "pushes": None, "sampling": None, "when": "once"})
     spec = spec.model_copy(update={"randomization": physics_only})
     world = BatchedWorld(spec, 3, seed=4)
     world.reset()
@@ -144,7 +144,9 @@ def test_observation_noise_and_bias_have_the_spec_std():
 def test_pushes_push_the_torso_with_forces_in_range():
     spec = load_spec("walker2d")
     pushes = Pushes(body="torso", force=(10.0, 20.0), duration_steps=2, interval_steps=(3, 5))
-    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"pushes": pushes})})
+    # Every episode drawn from the ranges (no nominal episodes, which are never pushed).
+    only_pushes = spec.randomization.model_copy(update={"pushes": pushes, "sampling": None})
+    spec = spec.model_copy(update={"randomization": only_pushes})
     world = BatchedWorld(spec, 4, seed=0)
     world.reset()
     forces = []
