@@ -117,7 +117,8 @@ def test_effect_draws_are_per_simulation_inside_their_ranges_and_reported_like_t
     world = BatchedWorld("hopper", 64, seed=0)
     world.reset()
     gym_keys = set(make_sim_env("hopper").reset(seed=0)[1]["randomization"])
-    assert set(world.randomization[0]) == gym_keys
+    # ... and, the spec having a sampling block, each episode's kind (the Gymnasium world draws every episode).
+    assert set(world.randomization[0]) == gym_keys | {"sampling/nominal", "sampling/replay"}
     delays = [r["effects/action_delay"] for r in world.randomization]
     assert set(delays) == {0, 1, 2}
     saturation = np.array([r["effects/motor_saturation"] for r in world.randomization])
@@ -234,6 +235,7 @@ def test_pretraining_batches_two_or_more_envs_and_says_so(tiny_pretrained):
 
     assert json.loads((tiny_pretrained / "run.json").read_text())["config"]["stepper"] == "batch"  # 2 envs
     spec = load_spec("hopper")
+    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"sampling": None})})
     assert resolve_stepper(PretrainConfig("hopper"), spec, 1) == "gym"  # one env: the steppers run alike
     assert resolve_stepper(PretrainConfig("hopper", stepper="batch"), spec, 1) == "batch"
     assert resolve_stepper(PretrainConfig("hopper", subproc=True), spec, 8) == "gym"
