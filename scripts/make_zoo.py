@@ -168,7 +168,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
     commit = card["git_commit"].removesuffix("-dirty")[:7]
     at_commit = f"commit `{commit}`" + (" (with uncommitted changes)" if card["git_commit"].endswith("-dirty") else "")
     # A later zoo entry may replace the policy a curriculum started from; git keeps it at this commit.
-    init_line = (f"\n- Started from `{card['init_from']}` as of commit `{commit}` (a curriculum: the nominal policy "
+    init_line = (f"\n- Started from `{card['init_from']}` as of commit `{commit}` (a curriculum: that policy "
                  "first, then these steps under randomisation)") if card["init_from"] else ""
     kind = "dr" if randomize else "nominal"
     export_cmd = f"python scripts/make_zoo.py {task} --export-only --only {kind} --run {exp['source_run']}"
@@ -178,7 +178,9 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
     best = ROOT / exp["source_run"] / "best.json"
     picked_on = next((k for k in json.loads(best.read_text()) if k != "step"), "nominal") if best.exists() else "nominal"
     where = "the randomised training worlds" if picked_on == "sim" else f"the {picked_on} sim"
-    why = (f"the best evaluation on {where} during training; PPO can degrade late" if exp["checkpoint"] == "best.zip"
+    floor = run["config"].get("select_floor")
+    among = f" among those whose nominal return cleared {floor:,.0f} (--select-floor)" if floor is not None else ""
+    why = (f"the best evaluation on {where} during training{among}; PPO can degrade late" if exp["checkpoint"] == "best.zip"
            else exp.get("why", "chosen by hand"))
     rows = "\n".join(f"| {w} | {r['mean']:.1f} | {r['std']:.1f} |" for w, r in returns.items())
     bar = spec.solved_return
