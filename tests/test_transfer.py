@@ -80,6 +80,21 @@ def test_lr_scale_reaches_the_optimiser_through_apply_strategy(tiny_pretrained, 
     assert lrs["critic_features"] == pytest.approx(base * lr_scale)
 
 
+def test_scratch_trains_the_tasks_own_recipe_not_the_pretraining_runs_overrides(tiny_pretrained):
+    """A policy continued at a low learning rate (--set learning_rate=...) must not slow its scratch baseline down."""
+    pre = load_pretrained(tiny_pretrained)
+    pre.overrides = {**(pre.overrides or {}), "learning_rate": 1e-5, "n_epochs": 7}
+    pre.hyperparams = {**pre.hyperparams, "learning_rate": 1e-5, "n_epochs": 7}
+    env = gym.make("InvertedPendulum-v5")
+    cfg = TransferConfig(policy=str(tiny_pretrained), strategy="scratch")
+    scratch = build_model(pre, env, pre.spec, cfg, 128, fresh=True)
+    finetune = build_model(pre, env, pre.spec, cfg, 128, fresh=False)
+    assert scratch.learning_rate == 3e-4 and scratch.n_epochs == 2  # SB3's default lr, the spec's n_epochs
+    assert finetune.learning_rate == 1e-5 and finetune.n_epochs == 7  # the policy's own, as it was last trained
+    # the architecture is the policy's either way
+    assert [p.shape for p in scratch.policy.parameters()] == [p.shape for p in finetune.policy.parameters()]
+
+
 def test_normalisation_statistics_stay_frozen_unless_asked(tiny_pretrained, tmp_path):
     pre = load_pretrained(tiny_pretrained)
     for norm, should_change in (("frozen", False), ("adapt", True)):

@@ -20,7 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sim2real.learning.algos import OFF_POLICY, set_threads
+from sim2real.learning.algos import OFF_POLICY, algo_kwargs, set_threads
 from sim2real.learning.artifacts import (
     RunLock,
     atomic_write_text,
@@ -140,7 +140,12 @@ def default_transfer_dir(task: str, cfg: TransferConfig) -> Path:
 
 def build_model(pre: Pretrained, venv, spec: TaskSpec, cfg: TransferConfig, budget: int, fresh: bool):
     """An SB3 model with the pretrained architecture and the target hyperparameters."""
-    kwargs = {**pre.hyperparams, **spec.transfer.hyperparams, **(cfg.overrides or {})}
+    own = pre.hyperparams
+    if fresh:
+        # Scratch is the task's own recipe on the target, in the policy's architecture: a pretraining run's --set
+        # values tuned that run (a lower learning rate to continue a trained policy, say), not a fresh start.
+        own = {k: v for k, v in algo_kwargs(spec, pre.algo, {}).items() if k != "policy_kwargs"}
+    kwargs = {**own, **spec.transfer.hyperparams, **(cfg.overrides or {})}
     if pre.algo in OFF_POLICY:
         # A real robot's buffer starts empty; start learning within the budget.
         kwargs["learning_starts"] = min(int(kwargs.get("learning_starts", 100)), max(budget // 10, 1))

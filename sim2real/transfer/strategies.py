@@ -4,7 +4,8 @@
 strategy      what trains                                                  textbook case
 ============  ===========================================================  ==========================
 zero-shot     nothing: the pretrained policy is evaluated on the target    (reference)
-scratch       a fresh policy, same algorithm, hyperparameters and budget   (baseline)
+scratch       a fresh policy: same algorithm, architecture and budget,     (baseline)
+              the task's own hyperparameters
 freeze        feature layers frozen; head (and the critic) train           1: small data, similar
 reinit-top    lowest k layers kept and frozen; everything above re-init    2: small data, different
 finetune      all layers; features at lr x lr_scale, head at lr            3: large data, similar
@@ -109,7 +110,8 @@ def _full(model: BaseAlgorithm, groups: LayerGroups, cfg) -> Recipe:
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("zero-shot", "the pretrained policy on the target, no training", trains=False),
-    Strategy("scratch", "a fresh policy, same algorithm, hyperparameters and budget", fresh=True),
+    Strategy("scratch", "a fresh policy: same algorithm, architecture and budget, the task's own hyperparameters",
+             fresh=True),
     Strategy("freeze", "features frozen, a head trains", case=1, prepare=_freeze,
              params=("feature_layers", "reinit_head", "freeze_critic_features")),
     Strategy("reinit-top", "lowest layers kept and frozen, the rest re-initialised", case=2, prepare=_reinit_top,
