@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-STRATEGIES = ["freeze", "reinit-top", "finetune", "full", "scratch"]
+STRATEGIES = ["freeze", "reinit-top", "finetune", "full", "calibrate", "scratch"]
 
 
 def cell(m: dict | None) -> str:
