@@ -73,6 +73,25 @@ def test_episode_kinds_come_in_their_shares_and_replays_come_from_the_worst_epis
     assert world.sampling.remembered == 40  # the ring keeps the last `memory`
 
 
+def test_memory_holds_each_ended_episodes_draws_with_its_return():
+    world = BatchedWorld(_with_sampling("hopper", nominal=0.5, memory=500, warmup=1), 8, seed=0)
+    world.reset()
+    returns, ended = np.zeros(8), []
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        _, reward, terminated, truncated = world.step(rng.uniform(-1, 1, (8, 3)))
+        returns += reward
+        done = np.flatnonzero(terminated | truncated)
+        ended += [(world.draws[i].copy(), returns[i], world.sampling.mode[i]) for i in done]
+        returns[done] = 0.0
+        if len(done):
+            world.reset(done)
+    kept = [(d, r) for d, r, mode in ended if mode != NOMINAL]  # nominal episodes are not remembered
+    assert len(kept) == world.sampling.remembered > 10
+    np.testing.assert_array_equal(world.sampling.memory_physics[:len(kept)], np.array([d for d, _ in kept]))
+    np.testing.assert_allclose(world.sampling.memory_returns[:len(kept)], [r for _, r in kept])
+
+
 def test_a_restored_world_continues_exactly():
     spec = _with_sampling("hopper", nominal=0.3, hard=0.4, memory=30, warmup=10)
     a = BatchedWorld(spec, 4, seed=0)

@@ -52,15 +52,14 @@ class EpisodeSampling:
 
     def remember(self, ids: np.ndarray, stepped: np.ndarray, physics: np.ndarray, effects: np.ndarray) -> None:
         """Keep the ending episodes of ``ids`` that ran at least one step and were not nominal."""
-        keep = stepped & (self.mode[ids] != NOMINAL)
-        for row, i in enumerate(ids):
-            if not keep[row]:
-                continue
-            slot = int(self.memory_count[0] % self.cfg.memory)
-            self.memory_physics[slot] = physics[row]
-            self.memory_effects[slot] = effects[row]
-            self.memory_returns[slot] = self.returns[i]
-            self.memory_count[0] += 1
+        rows = np.flatnonzero(stepped & (self.mode[ids] != NOMINAL))[-self.cfg.memory:]  # a ring: the last ones
+        if not len(rows):
+            return
+        slots = (self.memory_count[0] + np.arange(len(rows))) % self.cfg.memory
+        self.memory_physics[slots] = physics[rows]
+        self.memory_effects[slots] = effects[rows]
+        self.memory_returns[slots] = self.returns[ids[rows]]
+        self.memory_count[0] += len(rows)
 
     def choose(self, rng: np.random.Generator, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each new episode's kind, and for the replayed ones the memory slot they replay."""
