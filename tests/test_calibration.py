@@ -69,6 +69,7 @@ def test_data_from_a_target_with_another_reward_calibrate_a_sim_that_trains_for_
     # A spec whose sim mixes in nominal episodes: those would be the uncalibrated model, so they go.
     raw = yaml.safe_load(Path(spec.path).read_text())
     raw["randomization"]["sampling"] = {"nominal": 0.25}
+    raw["randomization"]["task_variant"] = "backwards"  # a spec whose sim already trains another reward
     (tmp_path / "hopper.yaml").write_text(yaml.safe_dump(raw))
     spec = load_spec_file(tmp_path / "hopper.yaml")
     labels = ["body_mass/torso", "geom_friction/all"]
@@ -84,7 +85,7 @@ def test_data_from_a_target_with_another_reward_calibrate_a_sim_that_trains_for_
     env.reset(seed=0)
     *_, info = env.step(env.action_space.sample())
     assert "reward_original" in info  # the target-speed rewrite is in the chain
-    # Data from a world with the task's own reward leave the reward alone.
+    # Data from a world with the task's own reward calibrate a sim with the task's own reward.
     result.world = "real"
     assert "task_variant" not in calibrated_spec(spec, result)["randomization"]
 

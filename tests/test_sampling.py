@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from sim2real.learning.pretrain import PretrainConfig, pretrain
-from sim2real.spec import Sampling, SpecError, load_spec, load_spec_file
+from sim2real.spec import Motor, Pushes, Sampling, SpecError, load_spec, load_spec_file
 from sim2real.worlds.batched import BatchedWorld
 from sim2real.worlds.make import make_target_env
 from sim2real.worlds.sampling import NOMINAL, REPLAY, UNIFORM
@@ -28,10 +28,17 @@ def _run(world: BatchedWorld, steps: int, seed: int = 0) -> None:
             world.reset(done)
 
 
-@pytest.mark.parametrize("task", ["hopper", "walker2d"])  # walker2d: its pushes must stay off too
+@pytest.mark.parametrize("task", ["hopper", "walker2d"])
 def test_a_nominal_episode_is_the_nominal_world_step_for_step(task):
     """Every physics value, effect and push of the randomised world switched off: the Gymnasium nominal env."""
-    world = BatchedWorld(_with_sampling(task, nominal=1.0), 3, seed=0)
+    spec = _with_sampling(task, nominal=1.0)
+    # Effects that are fixed, not drawn, and pushes every step or two: a nominal episode has none of them either.
+    fx = spec.randomization.effects.model_copy(update={"action_delay": 1, "action_noise_std": 0.05,
+                                                       "motor": Motor(strength=0.8, saturation=(0.8, 1.0))})
+    pushes = Pushes(body="torso", force=(10.0, 20.0), duration_steps=2, interval_steps=(1, 2))
+    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"effects": fx,
+                                                                                          "pushes": pushes})})
+    world = BatchedWorld(spec, 3, seed=0)
     world.reset()
     assert all(r["sampling/nominal"] == 1.0 for r in world.randomization)
     assert all(v == 1.0 for r in world.randomization for k, v in r.items() if k.split("/")[0] in
@@ -39,6 +46,21 @@ def test_a_nominal_episode_is_the_nominal_world_step_for_step(task):
     envs = [make_target_env(task, "nominal") for _ in range(3)]
     _sync(world, envs)
     _lockstep(world, envs, 300)  # through episode ends: the next episodes are nominal again
+    assert not world.push_force.any()
+
+
+def test_fixed_effects_come_back_after_a_nominal_episode():
+    spec = _with_sampling("hopper", nominal=0.5)
+    fx = spec.randomization.effects.model_copy(update={"action_delay": 1, "motor": Motor(strength=0.8)})
+    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"effects": fx})})
+    world = BatchedWorld(spec, 16, seed=0)
+    for _ in range(5):
+        world.reset()
+        nominal = world.sampling.mode == NOMINAL
+        assert nominal.any() and (~nominal).any()
+        delay, strength = world.effects.params["action_delay"].values, world.effects.params["motor_strength"].values
+        assert np.all(delay[nominal] == 0) and np.all(delay[~nominal] == 1)
+        assert np.all(strength[nominal] == 1.0) and np.all(strength[~nominal] == 0.8)
 
 
 def test_episode_kinds_come_in_their_shares_and_replays_come_from_the_worst_episodes():
@@ -125,10 +147,26 @@ def test_bad_sampling_settings_are_spec_errors(tmp_path):
         load_spec_file(path)
 
 
-def test_pretraining_refuses_sampling_on_the_gymnasium_stepper(tmp_path):
+def test_pretraining_batches_a_sampled_spec_and_refuses_the_gymnasium_stepper(tmp_path):
+    from sim2real.learning.pretrain import resolve_stepper
+
     raw = yaml.safe_load(open(load_spec("inverted_pendulum").path).read())
     raw["randomization"]["sampling"] = {"nominal": 0.2}
     path = tmp_path / "pendulum.yaml"
     path.write_text(yaml.safe_dump(raw))
+    spec = load_spec_file(path)
+    # One env (SAC's default) goes on the batch when the spec samples; without randomisation nothing is sampled.
+    assert resolve_stepper(PretrainConfig(task=str(path)), spec, 1) == "batch"
+    assert resolve_stepper(PretrainConfig(task=str(path), randomize=False), spec, 1) == "gym"
     with pytest.raises(ValueError, match="randomization.sampling is computed by the batched world only"):
-        pretrain(PretrainConfig(task=str(path), steps=1000, n_envs=1, threads=1), tmp_path / "run")
+        pretrain(PretrainConfig(task=str(path), steps=1000, n_envs=2, stepper="gym", threads=1), tmp_path / "run")
+
+
+def test_a_checkpoint_from_before_the_sampling_block_is_a_clear_error():
+    spec = load_spec("hopper")
+    plain = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"sampling": None})})
+    old = BatchedWorld(plain, 2, seed=0)
+    old.reset()
+    arrays, meta = old.state_dict()
+    with pytest.raises(ValueError, match="no state for sampling/mode.*randomization.sampling"):
+        BatchedWorld(_with_sampling("hopper", nominal=0.2), 2, seed=0).load_state_dict(arrays, meta)

@@ -75,9 +75,12 @@ def calibrated_spec(spec: TaskSpec, result: CalibrationResult) -> dict:
     rand = raw.setdefault("randomization", {})
     # The spec's nominal episodes would be the uncalibrated model (the fit lives in the ranges, not the model).
     rand.pop("sampling", None)
-    variant = spec.targets[result.world].task_variant if result.world in spec.targets else None
-    if variant is not None:  # data from a target with another reward: the calibrated sim trains for that reward
-        calibrated["task_variant"] = rand["task_variant"] = variant
+    if result.world in spec.targets:  # the calibrated sim trains for the reward the data were recorded under
+        variant = spec.targets[result.world].task_variant
+        if variant is not None:
+            calibrated["task_variant"] = rand["task_variant"] = variant
+        else:
+            rand.pop("task_variant", None)
     raw.setdefault("targets", {})[CALIBRATED_WORLD] = calibrated
     # The fitted entries come last: where an element is also in a wider entry, the later write wins.
     rand["params"] = list(rand.get("params", [])) + ranges

@@ -231,18 +231,30 @@ def resolve_stepper(cfg: PretrainConfig, spec, n_envs: int) -> str:
     """``batch`` or ``gym``: what ``--stepper`` means for this run.
 
     ``auto`` batches two or more envs where the task has a batched kernel. With one env the two
-    steppers run at the same speed (measured: 0.9-1.2x either way), so one env keeps the Gymnasium path.
+    steppers run at the same speed (measured: 0.9-1.2x either way), so one env keeps the Gymnasium path,
+    unless the spec's ``randomization.sampling`` needs the batch.
     """
     stepper = _stepper(cfg, spec, n_envs)
-    if stepper == "gym" and cfg.randomize and spec.randomization.sampling is not None:
-        raise ValueError(f"{spec.path}: randomization.sampling is computed by the batched world only; this run would "
-                         f"step Gymnasium envs (n_envs {n_envs}, --stepper {cfg.stepper}, --subproc {cfg.subproc}): "
-                         "use two or more envs on the batched stepper, or remove the sampling block")
+    check_sampling(cfg, spec, stepper, n_envs)
     return stepper
 
 
+def _sampled(cfg: PretrainConfig, spec) -> bool:
+    return cfg.randomize and spec.randomization.sampling is not None
+
+
+def check_sampling(cfg: PretrainConfig, spec, stepper: str, n_envs: int) -> None:
+    """A spec that chooses each episode's world (``randomization.sampling``) needs the batched stepper."""
+    if stepper == "gym" and _sampled(cfg, spec):
+        raise ValueError(f"{spec.path}: randomization.sampling is computed by the batched world only; this run would "
+                         f"step Gymnasium envs (n_envs {n_envs}, --stepper {cfg.stepper}, --subproc {cfg.subproc}): "
+                         "use the batched stepper, or remove the sampling block")
+
+
 def _stepper(cfg: PretrainConfig, spec, n_envs: int) -> str:
-    if cfg.stepper == "gym" or (cfg.stepper == "auto" and (cfg.subproc or n_envs < 2)):
+    # One env batched runs as fast as one Gymnasium env; a spec with sampling needs the batch (SAC's one env too).
+    one_env_batched = n_envs < 2 and _sampled(cfg, spec) and unsupported_reason(spec, "sim") is None
+    if cfg.stepper == "gym" or (cfg.stepper == "auto" and (cfg.subproc or n_envs < 2) and not one_env_batched):
         return "gym"
     if cfg.subproc:
         raise ValueError("--subproc steps Gymnasium envs in subprocesses; it does not combine with --stepper batch")
@@ -267,6 +279,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
             raise ValueError(f"--stepper {cfg.stepper}: {run_dir} was started with the {recorded} stepper; "
                              "resume it with that one (or leave --stepper at auto)")
         stepper = recorded
+        check_sampling(cfg, spec, stepper, n_envs)  # a run started on Gymnasium envs before the spec had sampling
     config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "stepper": stepper, "spec": spec.model_dump()}
     if not resume:
         write_run_info(run_dir, config)

@@ -305,12 +305,12 @@ class BatchedWorld:
             if modes is not None:  # the nominal world is never pushed
                 self.pushes.countdown[ids[modes == NOMINAL]] = self.max_steps + 1
         self.t[ids] = 0
-        fixed = None
+        fixed = neutral = None
         if modes is not None:
             fixed = np.full((len(ids), len(self.effects.ranged)), np.nan)
-            fixed[modes == NOMINAL] = self.effects.neutral()
             fixed[modes == REPLAY] = self.sampling.memory_effects[slots]
-        seen = self.effects.reset(rng, ids, self.kernel.observe(qpos, qvel), fixed)
+            neutral = modes == NOMINAL
+        seen = self.effects.reset(rng, ids, self.kernel.observe(qpos, qvel), fixed, neutral)
         keys = self.sampler.keys if self.sampler else []
         shares = self.sampling.shares(ids) if self.sampling is not None else None
         for row, i in enumerate(ids):
@@ -345,6 +345,12 @@ class BatchedWorld:
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Put the world back in the state :meth:`state_dict` captured (same spec, n and inputs)."""
+        missing = [key for key, _owner, _attr in self._running() if key not in arrays]
+        if missing:
+            block = "randomization.sampling" if any(k.startswith("sampling/") for k in missing) else "the world"
+            raise ValueError(f"{self.spec.path}: the checkpoint holds no state for {', '.join(missing[:3])}: it was "
+                             f"saved by a world without what {block} now adds (the spec changed since the run "
+                             "started); resume with the spec it started with, or start a new run")
         for k in _STATE_FIELDS:
             if f"state/{k}" in arrays:
                 self.batch.bind(k)[:] = arrays[f"state/{k}"]

@@ -25,8 +25,8 @@ class _Param:
     def __init__(self, key: str, value, n: int, integer: bool = False):
         self.key, self.value, self.integer = key, value, integer
         self.ranged = is_range(value)
-        self.values = np.full(n, int(low_of(value)) if integer else float(low_of(value)),
-                              dtype=int if integer else float)
+        self.fixed = int(low_of(value)) if integer else float(low_of(value))  # a fixed value (not ranged)
+        self.values = np.full(n, self.fixed, dtype=int if integer else float)
 
     def draw(self, rng: np.random.Generator, ids: np.ndarray) -> None:
         if not self.ranged:
@@ -103,16 +103,14 @@ class BatchedEffects:
         """The ranged parameters' values of simulations ``ids``, one column per parameter of :attr:`ranged`."""
         return np.stack([q.values[ids] for q in self.ranged], axis=1) if self.ranged else np.zeros((len(ids), 0))
 
-    def neutral(self) -> np.ndarray:
-        """The ranged parameters' values that make no effect (full motors, no noise, no delay), as one row."""
-        return np.array([NEUTRAL.get(name, 0.0) for name, q in self.params.items() if q.ranged])
-
     # ---- episode start
     def reset(self, rng: np.random.Generator, ids: np.ndarray, raw_obs: np.ndarray,
-              fixed: np.ndarray | None = None) -> np.ndarray:
+              fixed: np.ndarray | None = None, neutral: np.ndarray | None = None) -> np.ndarray:
         """Draw the episodes' values for simulations ``ids``; return their first observations as seen.
 
         ``fixed``: ``(len(ids), len(ranged))`` values to use instead of the draws (NaN: keep the draw).
+        ``neutral``: a mask over ``ids``: those episodes get no effect at all, fixed or ranged (full motors,
+        no noise, no delay, no sensor faults).
         """
         for q in self.ranged:
             q.draw(rng, ids)
@@ -120,6 +118,11 @@ class BatchedEffects:
             for column, q in enumerate(self.ranged):
                 keep = ~np.isnan(fixed[:, column])
                 q.values[ids[keep]] = fixed[keep, column]
+        if neutral is not None:
+            for name, q in self.params.items():
+                if not q.ranged:
+                    q.values[ids] = q.fixed  # back from an earlier neutral episode
+                q.values[ids[neutral]] = NEUTRAL.get(name, 0.0)
         p = self.params
         self._set_motor(ids)
         self.t[ids] = 0
