@@ -48,9 +48,12 @@ def test_the_cards_plain_sb3_recipe_reproduces_the_nominal_return(name):
 
     entry = ZOO / name
     code = re.search(r"```python\n(.*?)```", (entry / "README.md").read_text(), re.S).group(1)
-    code = code.replace("n_eval_episodes=10", "n_eval_episodes=3")
+    code = code.replace("n_eval_episodes=10", "n_eval_episodes=3").replace("print(evaluate_policy", "env.seed(0)\nprint(evaluate_policy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ZOO.parent, timeout=600)
     assert proc.returncode == 0, proc.stderr
     mean = float(re.findall(r"-?\d+\.\d+", proc.stdout.strip().splitlines()[-1])[0])
     card = json.loads((entry / "card.json").read_text())
-    assert mean == pytest.approx(card["returns"]["nominal"]["mean"], rel=0.15)
+    nominal = card["returns"]["nominal"]
+    # 3 seeded episodes against the card's 10 others: within 3 standard errors of the card's spread (hopper-dr's
+    # episodes spread by std ~340 around 2,161; the pendulum's not at all), and 15% for a policy that never varies.
+    assert abs(mean - nominal["mean"]) <= max(0.15 * nominal["mean"], 3 * nominal["std"] / 3 ** 0.5)
