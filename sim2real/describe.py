@@ -90,7 +90,7 @@ def describe_task(task: str) -> None:
         console.print(f"episodes (batched sim): {sa.nominal:.0%} nominal world, {sa.hard:.0%} replaying one of the worst "
                       f"{sa.quantile:.0%} of the last {sa.memory:,} (after {sa.warmup:,}), the rest drawn as above")
     if r.task_variant is not None:
-        console.print(f"sim world's reward: task variant {r.task_variant!r} ({spec.task_variants[r.task_variant].kind})")
+        console.print(f"sim world's reward: task variant {r.task_variant!r} ({spec.world_variant('sim').kind})")
     inputs = spec.observation
     console.print("policy inputs: observation"
                   + (f" + last {inputs.history} observations and commands" if inputs.history

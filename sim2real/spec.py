@@ -342,17 +342,11 @@ class TaskSpec(StrictModel):
     def _check(self) -> TaskSpec:
         if "nominal" not in self.targets:
             raise ValueError("targets must include 'nominal' (the unshifted world)")
-        for name, target in self.targets.items():
-            if target.task_variant is not None and target.task_variant not in self.task_variants:
+        named = {f"targets.{name}": target.task_variant for name, target in self.targets.items()}
+        for where, variant in {**named, "randomization": self.randomization.task_variant}.items():
+            if variant is not None and variant not in self.task_variants:
                 allowed = sorted(self.task_variants) or ["(none defined)"]
-                raise ValueError(
-                    f"targets.{name}.task_variant: unknown variant {target.task_variant!r}; "
-                    f"allowed: {', '.join(allowed)}"
-                )
-        variant = self.randomization.task_variant
-        if variant is not None and variant not in self.task_variants:
-            allowed = sorted(self.task_variants) or ["(none defined)"]
-            raise ValueError(f"randomization.task_variant: unknown variant {variant!r}; allowed: {', '.join(allowed)}")
+                raise ValueError(f"{where}.task_variant: unknown variant {variant!r}; allowed: {', '.join(allowed)}")
         return self
 
     def world_variant(self, world: str) -> TaskVariant | None:

@@ -253,7 +253,7 @@ def check_sampling(cfg: PretrainConfig, spec, stepper: str, n_envs: int) -> None
 
 def _stepper(cfg: PretrainConfig, spec, n_envs: int) -> str:
     # One env batched runs as fast as one Gymnasium env; a spec with sampling needs the batch (SAC's one env too).
-    one_env_batched = n_envs < 2 and _sampled(cfg, spec) and unsupported_reason(spec, "sim") is None
+    one_env_batched = n_envs < 2 and _sampled(cfg, spec)
     if cfg.stepper == "gym" or (cfg.stepper == "auto" and (cfg.subproc or n_envs < 2) and not one_env_batched):
         return "gym"
     if cfg.subproc:

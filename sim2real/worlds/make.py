@@ -114,8 +114,9 @@ def make_target_env(task: str | TaskSpec, world: str = "real", render_mode: str 
             env = RandomPushes(env, target.pushes)
     except SpecError as exc:
         raise _with_context(spec, f"targets.{world}.", exc) from None
-    if target.task_variant is not None:
-        env = apply_task_variant(env, spec.task_variants[target.task_variant])
+    variant = spec.world_variant(world)
+    if variant is not None:
+        env = apply_task_variant(env, variant)
     return apply_effects(env, target.effects)
 
 

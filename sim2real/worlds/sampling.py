@@ -23,7 +23,6 @@ import numpy as np
 from sim2real.spec import Sampling
 
 UNIFORM, NOMINAL, REPLAY = 0, 1, 2
-MODE_NAMES = {UNIFORM: "uniform", NOMINAL: "nominal", REPLAY: "replay"}
 
 
 class EpisodeSampling:
