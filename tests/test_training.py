@@ -262,6 +262,8 @@ def test_kill_9_during_pretraining_then_resume_reaches_the_same_total(algo, tmp_
     rng = np.random.default_rng(1)
     kills = 0
     for delay in rng.uniform(1.0, 4.0, size=4):
+        if (out / "model.manifest.json").exists():
+            break  # the last kill landed after the final model was written: the run is finished
         proc = subprocess.Popen([sys.executable, "-c", code, "1" if (out / "run.json").exists() else "0"], cwd=root,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -274,7 +276,7 @@ def test_kill_9_during_pretraining_then_resume_reaches_the_same_total(algo, tmp_
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-    if not (out / "model.zip").exists():
+    if not (out / "model.manifest.json").exists():
         proc = subprocess.run([sys.executable, "-c", code, "1"], cwd=root, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
     assert kills >= 2
@@ -299,6 +301,18 @@ def test_resume_before_the_first_checkpoint_starts_again_in_place(tmp_path):
     assert (out / "evaluations.superseded.csv").exists()
     assert len(json.loads((out / "run.json").read_text())["resumed"]) == 1
     assert PPO.load(out / "model.zip").num_timesteps == 256
+
+
+def test_resume_after_a_kill_while_writing_the_final_model(tmp_path):
+    out = pretrain(cfg(), out=tmp_path / "run")
+    # What a kill between model.zip and its manifest leaves: a model.zip that is not a finished run.
+    (out / "model.manifest.json").unlink()
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        pretrain(cfg(), out=out)  # without --resume it is still refused, never overwritten
+    pretrain(cfg(), out=out, resume=True)
+    assert json.loads((out / "model.manifest.json").read_text())["num_timesteps"] == 256
+    with pytest.raises(FileExistsError, match="is finished"):
+        pretrain(cfg(), out=out, resume=True)
 
 
 def test_default_run_folders_of_a_spec_path_stay_under_runs():

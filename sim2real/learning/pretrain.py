@@ -19,9 +19,11 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 from sim2real.learning.algos import ALGOS, algo_kwargs, set_threads
 from sim2real.learning.artifacts import (
     RunLock,
+    checkpoint_complete,
     clean_incomplete,
     latest_checkpoint,
     note_resume,
+    remove_checkpoint,
     restart_seed_for,
     restore_checkpoint,
     save_checkpoint,
@@ -207,10 +209,15 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     run_dir = Path(out) if out else default_pretrain_dir(cfg, algo)
     if (run_dir / "model.zip").exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a finished run; use --resume or another --out")
-    if resume and (run_dir / "model.zip").exists():
+    if resume and checkpoint_complete(run_dir / "model.zip"):
         # A finished run is never reopened: --resume would rewrite its model.zip.
         raise FileExistsError(f"{run_dir} is finished (model.zip exists); nothing to resume. "
                               "Use another --out for a new run, or --init-from it to continue training")
+    if resume and (run_dir / "model.zip").exists():
+        # Killed while writing the final model (its manifest never landed): resume from the last checkpoint.
+        removed = remove_checkpoint(run_dir / "model.zip")
+        print(f"{run_dir}: the final model was not completely written ({', '.join(sorted(removed))}); "
+              "resuming from the last checkpoint")
     if resume and (run_dir / "checkpoints").exists():
         removed = clean_incomplete(run_dir / "checkpoints")
         if removed:
