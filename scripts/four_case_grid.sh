@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 run() {  # name budget eval_every
   sim2real study hopper --targets heavy_torso real_backwards heavy_torso_slow \
-    --strategies zero-shot freeze reinit-top finetune full scratch \
+    --strategies zero-shot freeze reinit-top finetune full calibrate scratch \
     --seeds 5 --budget "$2" --eval-every "$3" --out "runs/study/hopper-grid-$1"
   mkdir -p "docs/results/hopper-grid-$1"
   cp runs/study/hopper-grid-$1/{metrics.json,report.md,report.html,study.json,pretrained.json,*.png} \
