@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.filterwarnings("ignore")
 def test_ppo_learns_to_balance_in_the_randomised_sim(tmp_path):
-    cfg = PretrainConfig(task="inverted_pendulum", steps=20_480, seed=1, eval_every=10_240, eval_episodes=3,
+    cfg = PretrainConfig(task="inverted_pendulum", steps=30_720, seed=1, eval_every=10_240, eval_episodes=3,
                          checkpoint_every=100_000)
     run = pretrain(cfg, out=tmp_path / "ip")
     rows = list(csv.DictReader((run / "evaluations.csv").open()))
