@@ -177,7 +177,10 @@ def test_vec_env_auto_resets_with_sb3_infos_and_is_reproducible():
 
 
 def test_gymnasium_vector_env_resets_in_the_same_step():
-    spec = load_spec("inverted_pendulum").model_copy(update={"max_episode_steps": 5})
+    spec = load_spec("inverted_pendulum")
+    # Without sensor effects, so the first observation of a new episode is the reset state itself.
+    spec = spec.model_copy(update={"max_episode_steps": 5,
+                                   "randomization": spec.randomization.model_copy(update={"effects": None})})
     envs = BatchedVectorEnv(BatchedWorld(spec, 2))
     obs, infos = envs.reset(seed=0)
     assert envs.observation_space.shape == obs.shape == (2, 4) and infos["_randomization"].all()
@@ -249,7 +252,9 @@ def test_pretraining_batches_two_or_more_envs_and_says_so(tiny_pretrained):
 
 def test_when_once_keeps_physics_until_reseeded_and_masks_are_refused():
     spec = load_spec("inverted_pendulum")
-    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"when": "once"})})
+    # Physics only: effects are drawn per episode whatever `when` says, and sampling needs when: reset.
+    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(
+        update={"when": "once", "sampling": None, "effects": None})})
     world = BatchedWorld(spec, 2, seed=0)
     world.reset()
     first = [dict(r) for r in world.randomization]
