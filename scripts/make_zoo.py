@@ -182,6 +182,8 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
     among = f" among those whose nominal return cleared {floor:,.0f} (--select-floor)" if floor is not None else ""
     why = (f"the best evaluation on {where} during training{among}; PPO can degrade late" if exp["checkpoint"] == "best.zip"
            else exp.get("why", "chosen by hand"))
+    # PPO ends on a whole rollout (n_envs x n_steps), so the last evaluation can sit past the planned total.
+    overrun = " (the last rollout ran past the plan)" if card["steps_trained"] > card["steps_planned"] else ""
     rows = "\n".join(f"| {w} | {r['mean']:.1f} | {r['std']:.1f} |" for w, r in returns.items())
     bar = spec.solved_return
     verdict = ("meets" if returns["nominal"]["mean"] >= bar else "falls short of") if bar else "has no"
@@ -190,7 +192,7 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
 - Gymnasium id: `{spec.env_id}`; spec: `sim2real/envs/{task}.yaml`
 - Trained with: `{card['command']}` (seed {card['seed']})
 - Policy inputs: {_inputs_text(card['policy_inputs'])}; randomised in training: {'physics and effects (latency, noise, motors, sensors)' if card['effects_randomized'] else 'physics only' if randomize else 'nothing (the nominal sim)'}
-- Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps
+- Checkpoint: {exp['checkpoint']} at {card['steps_trained']:,} of {card['steps_planned']:,} planned steps{overrun}
   ({why}){init_line}
 - Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items() if k != 'platform')}; commit `{card['git_commit']}`
 
