@@ -307,12 +307,25 @@ def test_resume_after_a_kill_while_writing_the_final_model(tmp_path):
     out = pretrain(cfg(), out=tmp_path / "run")
     # What a kill between model.zip and its manifest leaves: a model.zip that is not a finished run.
     (out / "model.manifest.json").unlink()
-    with pytest.raises(FileExistsError, match="already holds a finished run"):
+    with pytest.raises(FileExistsError, match="without its manifest.*use --resume"):
         pretrain(cfg(), out=out)  # without --resume it is still refused, never overwritten
     pretrain(cfg(), out=out, resume=True)
     assert json.loads((out / "model.manifest.json").read_text())["num_timesteps"] == 256
     with pytest.raises(FileExistsError, match="is finished"):
         pretrain(cfg(), out=out, resume=True)
+
+
+def test_resume_never_deletes_a_model_it_cannot_retrain_from_a_checkpoint(tmp_path):
+    import shutil
+
+    # A zoo entry, or a run from before manifests: model.zip and run.json, no manifest, no checkpoint.
+    out = pretrain(cfg(), out=tmp_path / "run")
+    (out / "model.manifest.json").unlink()
+    shutil.rmtree(out / "checkpoints")
+    before = (out / "model.zip").read_bytes()
+    with pytest.raises(FileExistsError, match="is finished"):
+        pretrain(cfg(), out=out, resume=True)
+    assert (out / "model.zip").read_bytes() == before
 
 
 def test_default_run_folders_of_a_spec_path_stay_under_runs():

@@ -242,6 +242,19 @@ def remove_checkpoint(model_zip: Path) -> list[str]:
     return removed
 
 
+def remove_final_model(run_dir: Path) -> list[str]:
+    """Delete a half-written final model (what ``save_checkpoint(model, run_dir, "model")`` writes), and only it."""
+    (run_dir / "model.manifest.json").unlink(missing_ok=True)
+    names = ["model.zip", "model_replay_buffer.npz", "model_state.npz", "model_state.json",
+             *(p.name for p in norm_paths(run_dir, "model"))]
+    removed = []
+    for f in [*(run_dir / n for n in names), *run_dir.glob(".model*.tmp*")]:
+        if f.is_file():
+            f.unlink()
+            removed.append(f.name)
+    return removed
+
+
 def norm_paths(directory: Path, name: str) -> tuple[Path, Path]:
     """Where the normalisation statistics of checkpoint ``name`` live (``model`` -> ``vecnormalize.pkl``)."""
     prefix = "" if name == "model" else f"{name}_"

@@ -23,7 +23,7 @@ from sim2real.learning.artifacts import (
     clean_incomplete,
     latest_checkpoint,
     note_resume,
-    remove_checkpoint,
+    remove_final_model,
     restart_seed_for,
     restore_checkpoint,
     save_checkpoint,
@@ -208,30 +208,41 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
     n_envs = cfg.n_envs or (spec.pretrain.n_envs if algo == spec.pretrain.algo else 1)
     run_dir = Path(out) if out else default_pretrain_dir(cfg, algo)
     if (run_dir / "model.zip").exists() and not resume:
-        raise FileExistsError(f"{run_dir} already holds a finished run; use --resume or another --out")
-    if resume and checkpoint_complete(run_dir / "model.zip"):
-        # A finished run is never reopened: --resume would rewrite its model.zip.
+        raise FileExistsError(f"{run_dir} already holds a finished run; use --resume or another --out"
+                              if checkpoint_complete(run_dir / "model.zip") else
+                              f"{run_dir} holds a model.zip without its manifest (killed while writing it?); "
+                              "use --resume to finish the run from its last checkpoint, or another --out")
+    if resume and not (run_dir / "run.json").exists():
+        raise FileNotFoundError(f"{run_dir}: nothing to resume (no run.json); start the run without --resume")
+    if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        raise FileExistsError(f"{run_dir} holds checkpoints of an unfinished run; use --resume or another --out")
+    with RunLock(run_dir):  # first: the clean-up below must never touch the files of a run still writing
+        checkpoint = prepare_resume(run_dir) if resume else None
+        return _pretrain(cfg, spec, algo, total, n_envs, run_dir, checkpoint, resume)
+
+
+def prepare_resume(run_dir: Path) -> Path | None:
+    """Clear what a kill left half-written and return the checkpoint to resume from (None: from step 0)."""
+    final = run_dir / "model.zip"
+    if final.exists() and (checkpoint_complete(final) or latest_checkpoint(run_dir) is None):
+        # A finished run (or a folder with no checkpoint to go back to, such as a zoo entry) is never reopened:
+        # --resume would rewrite its model.zip.
         raise FileExistsError(f"{run_dir} is finished (model.zip exists); nothing to resume. "
                               "Use another --out for a new run, or --init-from it to continue training")
-    if resume and (run_dir / "model.zip").exists():
+    if final.exists():
         # Killed while writing the final model (its manifest never landed): resume from the last checkpoint.
-        removed = remove_checkpoint(run_dir / "model.zip")
+        removed = remove_final_model(run_dir)
         print(f"{run_dir}: the final model was not completely written ({', '.join(sorted(removed))}); "
               "resuming from the last checkpoint")
-    if resume and (run_dir / "checkpoints").exists():
+    if (run_dir / "checkpoints").exists():
         removed = clean_incomplete(run_dir / "checkpoints")
         if removed:
             print(f"removed an incomplete checkpoint a crash left behind: {', '.join(sorted(removed))}")
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and not (run_dir / "run.json").exists():
-        raise FileNotFoundError(f"{run_dir}: nothing to resume (no run.json); start the run without --resume")
-    if resume and checkpoint is None:
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
         print(f"{run_dir}: killed before its first checkpoint; starting again from step 0 "
               "(its evaluations so far move to evaluations.superseded.csv)")
-    if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
-        raise FileExistsError(f"{run_dir} holds checkpoints of an unfinished run; use --resume or another --out")
-    with RunLock(run_dir):
-        return _pretrain(cfg, spec, algo, total, n_envs, run_dir, checkpoint, resume)
+    return checkpoint
 
 
 def resolve_stepper(cfg: PretrainConfig, spec, n_envs: int) -> str:
