@@ -20,8 +20,10 @@ The parameters are scales on the nominal model (1.0 = the spec's model), written
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -46,6 +48,28 @@ MU_FACTOR = 10.0  # mujoco.minimize raises its regulariser by this per failed st
 # Effects a fit can see in commands and motion: a motor that saturates below the action bound (what the policy
 # commands beyond it never arrives). Start, low, high: it starts just inside 1, where a clip still has a slope.
 EFFECT_PARAMS = {"motor/saturation": (0.95, 0.2, 1.0)}
+
+
+class _StartAtBound(logging.Filter):
+    """Drops sysid's note that a parameter starts at its bound.
+
+    A refit starts where an earlier fit ended, and a value whose truth lies on its bound (a motor that never
+    saturates: saturation 1.0) ends there: sysid would repeat the note, as an absl warning, at every refit.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "start at (or essentially at) a box bound" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _refit_notes_dropped():
+    absl = logging.getLogger("absl")
+    note = _StartAtBound()
+    absl.addFilter(note)
+    try:
+        yield
+    finally:
+        absl.removeFilter(note)
 
 
 def _sysid():
@@ -436,8 +460,9 @@ def fit(problem: CalibrationProblem, delays: list[int], max_iters: int = 50, sco
         out = io.StringIO()  # the backend prints every iteration; it goes nowhere instead of the terminal
         # xtol: scales settle to 1e-5 relative long before the default 1e-8, and every iteration costs
         # n_params + 1 rollouts of the whole data set.
-        opt, result = sysid.optimize(start, residual_fn, optimizer="mujoco", verbose=False, max_iters=iters,
-                                     output=out, xtol=XTOL, mu_factor=MU_FACTOR)
+        with _refit_notes_dropped():
+            opt, result = sysid.optimize(start, residual_fn, optimizer="mujoco", verbose=False, max_iters=iters,
+                                         output=out, xtol=XTOL, mu_factor=MU_FACTOR)
         x = opt.as_vector()
         r = problem.residual(x, d)
         found = DelayFit(d, x, float(np.mean(r ** 2)), np.asarray(result.jac))
