@@ -50,26 +50,22 @@ MU_FACTOR = 10.0  # mujoco.minimize raises its regulariser by this per failed st
 EFFECT_PARAMS = {"motor/saturation": (0.95, 0.2, 1.0)}
 
 
-class _StartAtBound(logging.Filter):
+@contextlib.contextmanager
+def _refit_notes_dropped():
     """Drops sysid's note that a parameter starts at its bound.
 
     A refit starts where an earlier fit ended, and a value whose truth lies on its bound (a motor that never
     saturates: saturation 1.0) ends there: sysid would repeat the note, as an absl warning, at every refit.
     """
-
-    def filter(self, record: logging.LogRecord) -> bool:
+    def keep(record: logging.LogRecord) -> bool:
         return "start at (or essentially at) a box bound" not in record.getMessage()
 
-
-@contextlib.contextmanager
-def _refit_notes_dropped():
     absl = logging.getLogger("absl")
-    note = _StartAtBound()
-    absl.addFilter(note)
+    absl.addFilter(keep)
     try:
         yield
     finally:
-        absl.removeFilter(note)
+        absl.removeFilter(keep)
 
 
 def _sysid():

@@ -224,7 +224,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, resume: bool = 
 def prepare_resume(run_dir: Path) -> Path | None:
     """Clear what a kill left half-written and return the checkpoint to resume from (None: from step 0)."""
     final = run_dir / "model.zip"
-    if final.exists() and (checkpoint_complete(final) or latest_checkpoint(run_dir) is None):
+    checkpoint = latest_checkpoint(run_dir)  # complete ones only: the clean-up below cannot change it
+    if final.exists() and (checkpoint_complete(final) or checkpoint is None):
         # A finished run (or a folder with no checkpoint to go back to, such as a zoo entry) is never reopened:
         # --resume would rewrite its model.zip.
         raise FileExistsError(f"{run_dir} is finished (model.zip exists); nothing to resume. "
@@ -238,7 +239,6 @@ def prepare_resume(run_dir: Path) -> Path | None:
         removed = clean_incomplete(run_dir / "checkpoints")
         if removed:
             print(f"removed an incomplete checkpoint a crash left behind: {', '.join(sorted(removed))}")
-    checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         print(f"{run_dir}: killed before its first checkpoint; starting again from step 0 "
               "(its evaluations so far move to evaluations.superseded.csv)")
