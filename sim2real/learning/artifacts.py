@@ -149,6 +149,58 @@ def note_resume(run_dir: Path, **facts: Any) -> None:
     atomic_write_text(path, json.dumps(info, indent=2, default=str))
 
 
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """Where every file of checkpoint ``name`` in ``directory`` lives: one list for saving, restoring and removing.
+
+    The final model (``name="model"``) keeps the unprefixed ``vecnormalize.pkl`` / ``obs_rms.npz`` that
+    loaders and the zoo expect; ``step_*`` checkpoints prefix them with their own name.
+    """
+
+    directory: Path
+    name: str
+
+    def _own(self, suffix: str) -> Path:
+        return self.directory / f"{self.name}{suffix}"
+
+    @property
+    def model(self) -> Path:
+        return self._own(".zip")
+
+    @property
+    def manifest(self) -> Path:
+        return self._own(".manifest.json")
+
+    @property
+    def vecnormalize(self) -> Path:
+        return norm_paths(self.directory, self.name)[0]
+
+    @property
+    def obs_rms(self) -> Path:
+        return norm_paths(self.directory, self.name)[1]
+
+    @property
+    def replay_buffer(self) -> Path:
+        return self._own("_replay_buffer.npz")
+
+    @property
+    def state(self) -> Path:
+        return self._own("_state.npz")
+
+    @property
+    def state_facts(self) -> Path:
+        return self._own("_state.json")
+
+    def data_files(self) -> list[Path]:
+        """Every file but the manifest, in the order they are written."""
+        return [self.model, self.vecnormalize, self.obs_rms, self.replay_buffer, self.state, self.state_facts]
+
+    def temporary(self, final: Path) -> Path:
+        """The hidden name a file is written under before it is moved into place (``.model.tmp.model.zip``):
+        it keeps the real suffix (SB3's ``save`` adds ``.zip`` to a name without it) and matches ``.*.tmp*``."""
+        return self.directory / f".{self.name}.tmp.{final.name}"
+
+
 def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", resumable: bool = False,
                     restart_seed: int | None = None) -> None:
     """Model, normalisation statistics and (off-policy) replay buffer: one checkpoint, complete or absent.
@@ -163,53 +215,50 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", 
     :func:`latest_checkpoint` never resumes from (and :func:`clean_incomplete` removes).
     """
     directory.mkdir(parents=True, exist_ok=True)
+    files = CheckpointFiles(directory, name)
     written: list[Path] = []
 
-    def commit(tmp: Path, final: Path) -> None:
+    def write(final: Path, save) -> None:  # to a temporary name, then moved into place
+        tmp = files.temporary(final)
+        save(tmp)
         os.replace(tmp, final)
         written.append(final)
 
-    manifest = directory / f"{name}.manifest.json"
-    manifest.unlink(missing_ok=True)  # overwriting a checkpoint: it is incomplete until the new manifest lands
-    tmp = directory / f".{name}.tmp.zip"
-    model.save(tmp)
-    commit(tmp, directory / f"{name}.zip")
+    def to_file(writer):
+        def save(tmp: Path) -> None:
+            with tmp.open("wb") as f:
+                writer(f)
+        return save
+
+    files.manifest.unlink(missing_ok=True)  # overwriting a checkpoint: it is incomplete until the new manifest lands
+    write(files.model, model.save)
     venv = model.get_env()
     if isinstance(venv, VecNormalize):
-        pkl, npz = norm_paths(directory, name)
-        tmp = directory / f".{name}_vecnormalize.tmp.pkl"
-        venv.save(str(tmp))
-        commit(tmp, pkl)
+        write(files.vecnormalize, lambda tmp: venv.save(str(tmp)))
         # The same statistics as plain arrays: loadable without unpickling anything.
-        tmp = directory / f".{name}_obs_rms.tmp.npz"
-        with tmp.open("wb") as f:
-            save_norm_arrays(f, venv)
-        commit(tmp, npz)
+        write(files.obs_rms, to_file(lambda f: save_norm_arrays(f, venv)))
     if getattr(model, "replay_buffer", None) is not None:
         # The buffer as plain arrays (SB3's save_replay_buffer pickles it): resumable without unpickling.
-        tmp = directory / f".{name}_replay_buffer.tmp.npz"
-        with tmp.open("wb") as f:
-            save_replay_arrays(f, model.replay_buffer)
-        commit(tmp, directory / f"{name}_replay_buffer.npz")
+        write(files.replay_buffer, to_file(lambda f: save_replay_arrays(f, model.replay_buffer)))
     state = capture_training_state(model, restart_seed) if resumable else None
     if state is not None:
         arrays, facts = state
-        tmp = directory / f".{name}_state.tmp.npz"
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)
-        commit(tmp, directory / f"{name}_state.npz")
-        tmp = directory / f".{name}_state.tmp.json"
-        tmp.write_text(json.dumps(facts))
-        commit(tmp, directory / f"{name}_state.json")
-    atomic_write_text(manifest, json.dumps({
+        write(files.state, to_file(lambda f: np.savez(f, **arrays)))
+        write(files.state_facts, lambda tmp: tmp.write_text(json.dumps(facts)))
+    atomic_write_text(files.manifest, json.dumps({
         "num_timesteps": int(model.num_timesteps),
         "files": {f.name: f.stat().st_size for f in written},
     }, indent=2))
 
 
+def checkpoint_step(model_zip: Path) -> int:
+    """The step a complete checkpoint was saved at (from its manifest)."""
+    return int(json.loads(CheckpointFiles(model_zip.parent, model_zip.stem).manifest.read_text())["num_timesteps"])
+
+
 def checkpoint_complete(model_zip: Path) -> bool:
     """A checkpoint is complete when its manifest exists and every file it names has the recorded size."""
-    manifest = model_zip.with_name(f"{model_zip.stem}.manifest.json")
+    manifest = CheckpointFiles(model_zip.parent, model_zip.stem).manifest
     if not manifest.exists():
         return False
     try:
@@ -233,8 +282,12 @@ def clean_incomplete(directory: Path) -> list[str]:
 
 
 def remove_checkpoint(model_zip: Path) -> list[str]:
-    """Delete one checkpoint's files, its manifest first (so a crash midway leaves it incomplete, not corrupt)."""
-    model_zip.with_name(f"{model_zip.stem}.manifest.json").unlink(missing_ok=True)
+    """Delete one checkpoint's files, its manifest first (so a crash midway leaves it incomplete, not corrupt).
+
+    By its name's glob, not :class:`CheckpointFiles`: it also clears files of older checkpoint formats (only
+    ``step_*`` checkpoints come here; in a run folder the same glob would be too broad, hence
+    :func:`remove_final_model`)."""
+    CheckpointFiles(model_zip.parent, model_zip.stem).manifest.unlink(missing_ok=True)
     removed = []
     for f in model_zip.parent.glob(f"{model_zip.stem}*"):
         f.unlink()
@@ -244,11 +297,10 @@ def remove_checkpoint(model_zip: Path) -> list[str]:
 
 def remove_final_model(run_dir: Path) -> list[str]:
     """Delete a half-written final model (what ``save_checkpoint(model, run_dir, "model")`` writes), and only it."""
-    (run_dir / "model.manifest.json").unlink(missing_ok=True)
-    names = ["model.zip", "model_replay_buffer.npz", "model_state.npz", "model_state.json",
-             *(p.name for p in norm_paths(run_dir, "model"))]
+    files = CheckpointFiles(run_dir, "model")
+    files.manifest.unlink(missing_ok=True)
     removed = []
-    for f in [*(run_dir / n for n in names), *run_dir.glob(".model*.tmp*")]:
+    for f in [*files.data_files(), *run_dir.glob(".model*.tmp*")]:
         if f.is_file():
             f.unlink()
             removed.append(f.name)
@@ -336,20 +388,17 @@ def restore_checkpoint(model: BaseAlgorithm, model_zip: Path) -> int:
             for name, value in (variables or {}).items():  # SAC's entropy coefficient
                 if value is not None and hasattr(model, name):
                     getattr(model, name).data.copy_(value.data)
-    manifest = json.loads(model_zip.with_name(f"{model_zip.stem}.manifest.json").read_text())
-    model.num_timesteps = int(manifest["num_timesteps"])
+    files = CheckpointFiles(model_zip.parent, model_zip.stem)
+    model.num_timesteps = checkpoint_step(model_zip)
     venv = model.get_env()
-    npz = norm_paths(model_zip.parent, model_zip.stem)[1]
-    if isinstance(venv, VecNormalize) and npz.exists():
-        load_norm_stats(npz).apply(venv)
-    buffer = model_zip.with_name(f"{model_zip.stem}_replay_buffer.npz")
-    if getattr(model, "replay_buffer", None) is not None and buffer.exists():
-        load_replay_arrays(buffer, model.replay_buffer)
-    state = model_zip.with_name(f"{model_zip.stem}_state.npz")
-    if state.exists():
-        with np.load(state, allow_pickle=False) as z:
+    if isinstance(venv, VecNormalize) and files.obs_rms.exists():
+        load_norm_stats(files.obs_rms).apply(venv)
+    if getattr(model, "replay_buffer", None) is not None and files.replay_buffer.exists():
+        load_replay_arrays(files.replay_buffer, model.replay_buffer)
+    if files.state.exists():
+        with np.load(files.state, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        apply_training_state(model, arrays, json.loads(state.with_suffix(".json").read_text()))
+        apply_training_state(model, arrays, json.loads(files.state_facts.read_text()))
     return model.num_timesteps
 
 

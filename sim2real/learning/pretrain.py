@@ -18,8 +18,10 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from sim2real.learning.algos import ALGOS, algo_kwargs, set_threads
 from sim2real.learning.artifacts import (
+    CheckpointFiles,
     RunLock,
     checkpoint_complete,
+    checkpoint_step,
     clean_incomplete,
     latest_checkpoint,
     note_resume,
@@ -304,8 +306,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
     else:
         note_resume(run_dir)
         # Evaluations after the checkpoint will be measured again: move them aside, so each step appears once.
-        step = -1 if checkpoint is None else \
-            json.loads(checkpoint.with_name(f"{checkpoint.stem}.manifest.json").read_text())["num_timesteps"]
+        step = -1 if checkpoint is None else checkpoint_step(checkpoint)
         supersede_evaluations(run_dir / "evaluations.csv", after=step)
 
     # ---- environments (as the policy sees them: with its inputs)
@@ -327,7 +328,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
     if checkpoint is not None:
         # Weights, optimiser, step count, statistics and replay buffer, all read without unpickling.
         restore_checkpoint(model, checkpoint)
-        exact = checkpoint.with_name(f"{checkpoint.stem}_state.npz").exists()
+        exact = CheckpointFiles(checkpoint.parent, checkpoint.stem).state.exists()
         print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}"
               + (" (exactly: random generators and the batched world's state restored)" if exact else
                  " (weights, optimiser, statistics; the Gymnasium envs start new episodes)"))

@@ -24,6 +24,7 @@ from sim2real.learning.algos import OFF_POLICY, algo_kwargs, set_threads
 from sim2real.learning.artifacts import (
     RunLock,
     atomic_write_text,
+    checkpoint_step,
     clean_incomplete,
     latest_checkpoint,
     note_resume,
@@ -258,8 +259,7 @@ def _resume_point(run_dir: Path, cfg: TransferConfig) -> Path | None:
     if (run_dir / "checkpoints").exists():
         clean_incomplete(run_dir / "checkpoints")
     checkpoint = latest_checkpoint(run_dir)
-    step = 0 if checkpoint is None else json.loads(
-        checkpoint.with_name(f"{checkpoint.stem}.manifest.json").read_text())["num_timesteps"]
+    step = 0 if checkpoint is None else checkpoint_step(checkpoint)
     # Without a checkpoint the run starts again at step 0 and measures step 0 again: every row goes aside.
     supersede_evaluations(run_dir / "evaluations.csv", after=step if checkpoint is not None else -1)
     return checkpoint
