@@ -52,6 +52,13 @@ ZOO_PPO = {
         "learning_rate": 5.05041e-05, "ent_coef": 0.000585045, "clip_range": 0.1, "n_epochs": 20, "gae_lambda": 0.95,
         "max_grad_norm": 1, "vf_coef": 0.871923,
     },
+    "half_cheetah": {  # the same values as half_cheetah's spec: there the zoo contender replays plain SB3's run
+        "normalize": True, "n_envs": 1, "batch_size": 64, "n_steps": 512, "gamma": 0.98,
+        "learning_rate": 2.0633e-05, "ent_coef": 0.000401762, "clip_range": 0.1, "n_epochs": 20, "gae_lambda": 0.92,
+        "max_grad_norm": 0.8, "vf_coef": 0.58096,
+        "policy_kwargs": "dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, "
+                         "net_arch=dict(pi=[256, 256], vf=[256, 256]))",
+    },
 }
 
 
@@ -297,8 +304,14 @@ def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000,
         raise FileNotFoundError(f"bench learn: no log to summarise: {', '.join(missing)}")
     threshold = THRESHOLDS[task]
     results = []
+    curves = {c: [json.loads(line) for line in logs[c].read_text().splitlines()] for c in contenders}
+    if not race:  # the evaluations' spacing as the logs have it (the command line's --eval-every may differ)
+        steps = [r["step"] for r in curves[contenders[0]]]
+        if len(steps) > 1:
+            gap = float(np.median(np.diff([0, *steps])))
+            eval_every = int(round(gap, -3) if gap >= 1000 else gap)
     for c in contenders:
-        rows = [json.loads(line) for line in logs[c].read_text().splitlines()]
+        rows = curves[c]
         hit = next((r for r in rows if r["return"] >= threshold), None)
         if not rows:
             raise RuntimeError(f"bench learn: {c} logged no evaluation (--steps below --eval-every?)")
@@ -308,12 +321,44 @@ def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000,
                         "time_to_threshold_s": hit["train_s"] if hit else None,
                         "steps_to_threshold": hit["step"] if hit else None, "final_step": last["step"],
                         "final_return": last["return"], "best_return": max(r["return"] for r in rows),
+                        "last10_mean": float(np.mean([r["return"] for r in rows[-10:]])),
                         "train_s": last["train_s"], "cpu_s": last["cpu_s"], "steps_per_cpu_s": last["step"] / last["cpu_s"],
                         "curve": rows})
     zoo_source = _zoo_hyperparams(task, algo)[1] if "zoo" in contenders else None
     return {"kind": "learn", "task": task, "algo": algo, "steps": steps, "eval_every": eval_every,
             "eval_episodes": eval_episodes, "seed": seed, "n": n, "zoo_hyperparams": zoo_source,
             "concurrent_processes": len(contenders), **machine(), "results": results}
+
+
+def bench_learn_seeds(task: str, seeds: list[int], out: Path, race: bool = True, **kwargs: Any) -> dict[str, Any]:
+    """:func:`bench_learn` once per seed (one race after another, each in ``out/seed_<k>``), summarised together.
+
+    One seed says little about a final return (a single evaluation can dip by half); several show whether a
+    difference between contenders is larger than the one between seeds.
+    """
+    if len(seeds) != len(set(seeds)):
+        raise ValueError(f"bench learn --seeds {seeds}: each seed once")
+    per_seed = [bench_learn(task, seed=s, out=out / f"seed_{s}", race=race, **kwargs) for s in seeds]
+    results = []
+    for i, first in enumerate(per_seed[0]["results"]):
+        runs = [r["results"][i] for r in per_seed]
+        reached = [r["cpu_to_threshold_s"] for r in runs if r["cpu_to_threshold_s"] is not None]
+        results.append({
+            "contender": first["contender"], "threshold": first["threshold"], "seeds": seeds,
+            "reached": len(reached),
+            # The median over seeds, a seed that never reached it counting as slower than any that did.
+            "median_cpu_to_threshold_s": (float(np.median([r if r is not None else np.inf for r in
+                                                           (x["cpu_to_threshold_s"] for x in runs)]))
+                                          if len(reached) * 2 > len(runs) else None),
+            "cpu_to_threshold_s": [r["cpu_to_threshold_s"] for r in runs],
+            "steps_to_threshold": [r["steps_to_threshold"] for r in runs],
+            "final_step": [r["final_step"] for r in runs],
+            "final_return": [r["final_return"] for r in runs],
+            "last10_mean": [r["last10_mean"] for r in runs],
+            "steps_per_cpu_s": float(np.median([r["steps_per_cpu_s"] for r in runs])),
+        })
+    head = {k: v for k, v in per_seed[0].items() if k not in ("results", "seed")}
+    return {**head, "seeds": seeds, "results": results, "per_seed": per_seed}
 
 
 # ---------------------------------------------------------------- output
@@ -323,6 +368,8 @@ def write(result: dict[str, Any], out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     stem = f"bench_{result['kind']}" + (f"_{result['task']}_{result['algo']}" if result["kind"] == "learn" else "")
+    if "per_seed" in result:
+        stem += "_seeds"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     head = [f"Measured {result['date']} on {result['machine']}, Python {result['python']}, "
             + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".", ""]
@@ -332,6 +379,28 @@ def write(result: dict[str, Any], out: Path) -> Path:
         body = [f"Env steps/s, random actions, median of {result['repeats']} interleaved repeats "
                 f"(~{result['steps_per_run']:,} steps each).", "",
                 md_table([["task", "contender", "steps/s", "range", "vs one plain env"], *rows])]
+    elif "per_seed" in result:
+        def t(v):
+            return "not reached" if v is None else f"{v / 60:.1f} min"
+
+        def each(values, fmt):
+            return " / ".join("-" if v is None else fmt(v) for v in values)
+
+        rows = [[r["contender"], f"{r['reached']} of {len(r['seeds'])}", each(r["cpu_to_threshold_s"], t),
+                 t(r["median_cpu_to_threshold_s"]), each(r["steps_to_threshold"], "{:,}".format),
+                 each(r["final_return"], "{:,.0f}".format), f"{np.mean(r['final_return']):,.0f}",
+                 each(r["last10_mean"], "{:,.0f}".format), f"{np.mean(r['last10_mean']):,.0f}",
+                 f"{r['steps_per_cpu_s']:,.0f}"] for r in result["results"]]
+        seeds = ", ".join(map(str, result["seeds"]))
+        body = [f"{result['algo'].upper()} on {result['task']} (nominal sim), threshold "
+                f"{result['results'][0]['threshold']:,.0f}, seeds {seeds} (per-seed values in that order; one race per "
+                f"seed, its contenders concurrent, one torch thread each: CPU time is the fair clock); "
+                f"{result['eval_episodes']} deterministic episodes every {result['eval_every']:,} steps; "
+                f"final = the evaluation at the last step; sim2real: batched world x{result['n']}. A median time "
+                "counts a seed that never reached the threshold as the slowest; with most seeds short of it, none.", "",
+                md_table([["contender", "reached", "CPU time to threshold", "median", "steps to threshold",
+                           "final return", "mean", "mean of the last 10 evaluations", "mean",
+                           "steps per CPU-second (median)"], *rows])]
     else:
         def t(v):
             return "not reached" if v is None else f"{v / 60:.1f} min"

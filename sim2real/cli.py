@@ -241,10 +241,16 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     else:
         if args.tasks and len(args.tasks) > 1:
             raise UserError("bench learn: one task at a time (--tasks hopper)")
-        result = bench.bench_learn((args.tasks or ["hopper"])[0], args.algo, steps=args.steps or 1_000_000,
-                                   eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
-                                   n=args.n, contenders=tuple(args.contenders), out=Path(args.out),
-                                   race=not args.summarise)
+        task = (args.tasks or ["hopper"])[0]
+        common = dict(steps=args.steps or 1_000_000, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                      n=args.n, contenders=tuple(args.contenders), race=not args.summarise)
+        if len(args.seeds) == 1:
+            result = bench.bench_learn(task, args.algo, seed=args.seeds[0], out=Path(args.out), **common)
+        else:
+            try:
+                result = bench.bench_learn_seeds(task, args.seeds, Path(args.out), algo=args.algo, **common)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
     path = bench.write(result, Path(args.out))
     print(path.read_text())
     print(f"written: {path} and {path.with_suffix('.json')}")
@@ -508,10 +514,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     help="learn: who races")
     bn.add_argument("--eval-every", type=int, default=20_000, help="learn: steps between evaluations")
     bn.add_argument("--eval-episodes", type=int, default=5, help="learn: deterministic episodes per evaluation")
-    bn.add_argument("--seed", type=int, default=0, help="learn: the seed every contender uses")
+    bn.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
+                    help="learn: the seed every contender uses; several: one race per seed (in --out/seed_K), "
+                         "summarised together")
     bn.add_argument("--out", default="runs/bench", help="folder for the JSON, the markdown table and the logs")
     bn.add_argument("--summarise", action="store_true",
-                    help="learn: run nothing; summarise the contenders' logs already in --out (a race stopped early)")
+                    help="learn: run nothing; summarise the contenders' logs already in --out (a race stopped early; "
+                         "with --seeds, in --out/seed_K)")
     bn.set_defaults(func=_cmd_bench)
     return p
 
