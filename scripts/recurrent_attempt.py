@@ -13,7 +13,8 @@ head, fine-tune) are written for the MLP policies.
 
 Writes ``evaluations.csv`` (one row per evaluation and world), ``run.json`` and a checkpoint (model + the
 normalisation statistics) at every evaluation; ``--resume`` continues from the last one (not bit-identically:
-the world restarts its episodes).
+the world restarts its episodes). ``--evaluate STEP`` measures that checkpoint as the zoo cards do (Gymnasium
+worlds, one episode after another, reset seeds ``--eval-seed + i``) and writes ``eval_STEP_SEED.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,31 @@ def evaluate(model, norm: VecNormalize, spec, world: str, episodes: int, seed: i
         returns += np.where(done, 0.0, reward)
         done |= terminated | truncated
         start = np.zeros(episodes, dtype=bool)
+    return returns
+
+
+def evaluate_like_a_card(model, norm: VecNormalize, spec, world: str, episodes: int, seed: int) -> list[float]:
+    """Returns on the Gymnasium world, episode ``i`` reset with ``seed + i`` (the zoo cards' protocol)."""
+    from sim2real.worlds.inputs import with_inputs
+    from sim2real.worlds.make import make_sim_env, make_target_env
+
+    raw = make_sim_env(spec, randomize=False) if world == "nominal" else make_target_env(spec, world)
+    env = with_inputs(raw, spec.observation)
+    returns = []
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            state, start, total, done = None, np.ones(1, dtype=bool), 0.0, False
+            while not done:
+                action, state = model.predict(norm.normalize_obs(obs[None]), state=state, episode_start=start,
+                                              deterministic=True)
+                obs, reward, terminated, truncated, _ = env.step(action[0])
+                total += float(reward)
+                done = terminated or truncated
+                start = np.zeros(1, dtype=bool)
+            returns.append(total)
+    finally:
+        env.close()
     return returns
 
 
@@ -106,11 +132,28 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-every", type=int, default=100_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--evaluate", type=int, default=None, metavar="STEP",
+                        help="run nothing; measure checkpoint STEP on the Gymnasium worlds (--eval-episodes, --eval-seed)")
+    parser.add_argument("--eval-seed", type=int, default=777)
     args = parser.parse_args(argv)
     from sb3_contrib import RecurrentPPO
 
     torch.set_num_threads(1)
     spec = load_spec("hopper")
+    if args.evaluate is not None:
+        zip_ = args.out / "checkpoints" / f"step_{args.evaluate:09d}.zip"
+        model = RecurrentPPO.load(zip_, device="cpu")
+        norm = VecNormalize.load(str(zip_.with_name(f"{zip_.stem}_vecnormalize.pkl")),
+                                 BatchedVecEnv(BatchedWorld(spec, 1, inputs=spec.observation)))
+        out = {}
+        for world in ("nominal", "heavy_torso", "very_heavy_torso", "real"):
+            r = evaluate_like_a_card(model, norm, spec, world, args.eval_episodes, args.eval_seed)
+            out[world] = {"mean": float(np.mean(r)), "std": float(np.std(r)), "returns": r}
+            print(f"{world}: {np.mean(r):,.0f} (std {np.std(r):,.0f}, {len(r)} episodes)", flush=True)
+        (args.out / f"eval_{args.evaluate}_{args.eval_seed}.json").write_text(json.dumps(
+            {"checkpoint": zip_.name, "episodes": args.eval_episodes, "reset_seeds_from": args.eval_seed, **out},
+            indent=1))
+        return
     hp = dict(spec.pretrain.hyperparams)
     world = BatchedWorld(spec, args.n_envs, randomize=True, seed=args.seed, inputs=spec.observation)
     venv = VecNormalize(VecMonitor(BatchedVecEnv(world)), gamma=hp.get("gamma", 0.99))
