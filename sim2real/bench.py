@@ -280,13 +280,18 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
 
 
 def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000, eval_every: int = 20_000,
-                eval_episodes: int = 5, seed: int = 0, n: int = 16, contenders: tuple[str, ...] = ("sim2real", "sb3", "zoo"),
-                out: Path = Path("runs/bench"), race: bool = True) -> dict[str, Any]:
+                eval_episodes: int = 5, seed: int = 0, n: int | None = None,
+                contenders: tuple[str, ...] = ("sim2real", "sb3", "zoo"), out: Path = Path("runs/bench"),
+                race: bool = True) -> dict[str, Any]:
     """Run the contenders concurrently (one process each) and summarise their time to the threshold.
 
     With ``race=False`` nothing runs: the contenders' logs already in ``out`` are summarised (a race
     stopped early is summarised up to where each contender got).
     """
+    if n is None:  # the batched contender runs as the spec pretrains (its n_envs)
+        from sim2real.spec import load_spec
+
+        n = max(load_spec(task).pretrain.n_envs, 1)
     out.mkdir(parents=True, exist_ok=True)
     logs = {c: out / f"learn_{task}_{algo}_{c}.jsonl" for c in contenders}
     if race:

@@ -237,7 +237,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
     if args.kind == "steps":
         result = bench.bench_steps(args.tasks or ["hopper", "walker2d", "half_cheetah", "inverted_pendulum"],
-                                   n=args.n, repeats=args.repeats, steps=args.steps or 4000)
+                                   n=args.n or 16, repeats=args.repeats, steps=args.steps or 4000)
     else:
         if args.tasks and len(args.tasks) > 1:
             raise UserError("bench learn: one task at a time (--tasks hopper)")
@@ -505,7 +505,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         formatter_class=DefaultsFormatter)
     bn.add_argument("kind", choices=("steps", "learn"), help="steps: env steps/s; learn: time to the return threshold")
     bn.add_argument("--tasks", nargs="+", default=None, help="tasks (steps: default all four; learn: one, default hopper)")
-    bn.add_argument("--n", type=int, default=16, help="envs per vectorised contender (the batched world's simulations)")
+    bn.add_argument("--n", type=int, default=None,
+                    help="envs per vectorised contender (the batched world's simulations); steps: 16, learn: the "
+                         "spec's pretrain.n_envs")
     bn.add_argument("--repeats", type=int, default=3, help="steps: interleaved repeats per contender")
     bn.add_argument("--steps", type=int, default=None, help="steps: env steps per measurement (default 4000); "
                                                             "learn: training steps (default 1,000,000)")
