@@ -311,9 +311,9 @@ def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000,
     results = []
     curves = {c: [json.loads(line) for line in logs[c].read_text().splitlines()] for c in contenders}
     if not race:  # the evaluations' spacing as the logs have it (the command line's --eval-every may differ)
-        steps = [r["step"] for r in curves[contenders[0]]]
-        if len(steps) > 1:
-            gap = float(np.median(np.diff([0, *steps])))
+        logged = [r["step"] for r in curves[contenders[0]]]
+        if len(logged) > 1:
+            gap = float(np.median(np.diff([0, *logged])))
             eval_every = int(round(gap, -3) if gap >= 1000 else gap)
     for c in contenders:
         rows = curves[c]
@@ -347,15 +347,15 @@ def bench_learn_seeds(task: str, seeds: list[int], out: Path, race: bool = True,
     results = []
     for i, first in enumerate(per_seed[0]["results"]):
         runs = [r["results"][i] for r in per_seed]
-        reached = [r["cpu_to_threshold_s"] for r in runs if r["cpu_to_threshold_s"] is not None]
+        times = [r["cpu_to_threshold_s"] for r in runs]
+        reached = sum(t is not None for t in times)
         results.append({
             "contender": first["contender"], "threshold": first["threshold"], "seeds": seeds,
-            "reached": len(reached),
+            "reached": reached,
             # The median over seeds, a seed that never reached it counting as slower than any that did.
-            "median_cpu_to_threshold_s": (float(np.median([r if r is not None else np.inf for r in
-                                                           (x["cpu_to_threshold_s"] for x in runs)]))
-                                          if len(reached) * 2 > len(runs) else None),
-            "cpu_to_threshold_s": [r["cpu_to_threshold_s"] for r in runs],
+            "median_cpu_to_threshold_s": (float(np.median([np.inf if t is None else t for t in times]))
+                                          if reached * 2 > len(runs) else None),
+            "cpu_to_threshold_s": times,
             "steps_to_threshold": [r["steps_to_threshold"] for r in runs],
             "final_step": [r["final_step"] for r in runs],
             "final_return": [r["final_return"] for r in runs],
@@ -378,6 +378,9 @@ def write(result: dict[str, Any], out: Path) -> Path:
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     head = [f"Measured {result['date']} on {result['machine']}, Python {result['python']}, "
             + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".", ""]
+    def t(v):
+        return "not reached" if v is None else f"{v / 60:.1f} min"
+
     if result["kind"] == "steps":
         rows = [[r["task"], r["contender"], f"{r['median']:,.0f}", f"{r['min']:,.0f}-{r['max']:,.0f}",
                  f"{r['vs_plain_env']:.2f}x"] for r in result["results"]]
@@ -385,9 +388,6 @@ def write(result: dict[str, Any], out: Path) -> Path:
                 f"(~{result['steps_per_run']:,} steps each).", "",
                 md_table([["task", "contender", "steps/s", "range", "vs one plain env"], *rows])]
     elif "per_seed" in result:
-        def t(v):
-            return "not reached" if v is None else f"{v / 60:.1f} min"
-
         def each(values, fmt):
             return " / ".join("-" if v is None else fmt(v) for v in values)
 
@@ -407,8 +407,6 @@ def write(result: dict[str, Any], out: Path) -> Path:
                            "final return", "mean", "mean of the last 10 evaluations", "mean",
                            "steps per CPU-second (median)"], *rows])]
     else:
-        def t(v):
-            return "not reached" if v is None else f"{v / 60:.1f} min"
         rows = [[r["contender"], t(r["cpu_to_threshold_s"]), t(r["time_to_threshold_s"]),
                  "-" if r["steps_to_threshold"] is None else f"{r['steps_to_threshold']:,}",
                  f"{r['final_return']:,.0f}", f"{r['best_return']:,.0f}", f"{r['final_step']:,}",

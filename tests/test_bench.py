@@ -63,6 +63,7 @@ def test_learn_bench_summarises_several_seeds_together(tmp_path, capsys):
     assert sb3["reached"] == 1 and sb3["median_cpu_to_threshold_s"] is None  # one seed of two: no median
     assert sb3["cpu_to_threshold_s"] == [90.0, None]
     assert result["eval_every"] == 1000  # read from the logs, not the command line's default
+    assert result["steps"] == 1_000_000 and result["per_seed"][0]["steps"] == 1_000_000  # the plan, not the log's steps
     md = (tmp_path / "bench_learn_hopper_ppo_seeds.md").read_text()
     assert "| sim2real | 2 of 2 | 1.0 min / 0.5 min | 0.8 min |" in md
     assert "| sb3 | 1 of 2 | 1.5 min / - | not reached |" in md
