@@ -44,8 +44,7 @@ def evaluate(model, norm: VecNormalize, spec, world: str, episodes: int, seed: i
         w = BatchedWorld(spec, episodes, randomize=world == "sim", seed=seed, inputs=spec.observation)
     else:
         w = BatchedWorld(spec, episodes, world=world, seed=seed, inputs=spec.observation)
-    if w.sampling is not None:  # the randomised sim is measured on uniform draws, as the pipeline's evaluations
-        w.sampling = None
+    w.sampling = None  # the randomised sim is measured on uniform draws, as the pipeline's evaluations
     obs = w.reset()
     done = np.zeros(episodes, dtype=bool)
     returns = np.zeros(episodes)

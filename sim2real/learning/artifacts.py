@@ -160,6 +160,11 @@ class CheckpointFiles:
     directory: Path
     name: str
 
+    @classmethod
+    def of(cls, model_zip: Path) -> CheckpointFiles:
+        """The files of the checkpoint whose model is ``model_zip`` (``.../step_N.zip``, ``.../model.zip``)."""
+        return cls(model_zip.parent, model_zip.stem)
+
     def _own(self, suffix: str) -> Path:
         return self.directory / f"{self.name}{suffix}"
 
@@ -253,12 +258,12 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", 
 
 def checkpoint_step(model_zip: Path) -> int:
     """The step a complete checkpoint was saved at (from its manifest)."""
-    return int(json.loads(CheckpointFiles(model_zip.parent, model_zip.stem).manifest.read_text())["num_timesteps"])
+    return int(json.loads(CheckpointFiles.of(model_zip).manifest.read_text())["num_timesteps"])
 
 
 def checkpoint_complete(model_zip: Path) -> bool:
     """A checkpoint is complete when its manifest exists and every file it names has the recorded size."""
-    manifest = CheckpointFiles(model_zip.parent, model_zip.stem).manifest
+    manifest = CheckpointFiles.of(model_zip).manifest
     if not manifest.exists():
         return False
     try:
@@ -287,7 +292,7 @@ def remove_checkpoint(model_zip: Path) -> list[str]:
     By its name's glob, not :class:`CheckpointFiles`: it also clears files of older checkpoint formats (only
     ``step_*`` checkpoints come here; in a run folder the same glob would be too broad, hence
     :func:`remove_final_model`)."""
-    CheckpointFiles(model_zip.parent, model_zip.stem).manifest.unlink(missing_ok=True)
+    CheckpointFiles.of(model_zip).manifest.unlink(missing_ok=True)
     removed = []
     for f in model_zip.parent.glob(f"{model_zip.stem}*"):
         f.unlink()
@@ -388,7 +393,7 @@ def restore_checkpoint(model: BaseAlgorithm, model_zip: Path) -> int:
             for name, value in (variables or {}).items():  # SAC's entropy coefficient
                 if value is not None and hasattr(model, name):
                     getattr(model, name).data.copy_(value.data)
-    files = CheckpointFiles(model_zip.parent, model_zip.stem)
+    files = CheckpointFiles.of(model_zip)
     model.num_timesteps = checkpoint_step(model_zip)
     venv = model.get_env()
     if isinstance(venv, VecNormalize) and files.obs_rms.exists():

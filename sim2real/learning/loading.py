@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from sim2real.learning.algos import OFF_POLICY, algo_kwargs
-from sim2real.learning.artifacts import NormStats, load_norm_stats, norm_paths
+from sim2real.learning.artifacts import CheckpointFiles, NormStats, load_norm_stats
 from sim2real.learning.groups import GROUPED
 from sim2real.spec import PolicyInputs, Pretraining, TaskSpec, load_spec
 from sim2real.worlds.inputs import WithInputs
@@ -60,7 +60,7 @@ def policy_files(path: str | Path) -> tuple[Path, Path, Path]:
     else:
         model_zip = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return run_dir, model_zip, norm_paths(model_zip.parent, model_zip.stem)[1]
+    return run_dir, model_zip, CheckpointFiles.of(model_zip).obs_rms
 
 
 def load_foreign(path: str | Path, task: str) -> Pretrained:

@@ -328,7 +328,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
     if checkpoint is not None:
         # Weights, optimiser, step count, statistics and replay buffer, all read without unpickling.
         restore_checkpoint(model, checkpoint)
-        exact = CheckpointFiles(checkpoint.parent, checkpoint.stem).state.exists()
+        exact = CheckpointFiles.of(checkpoint).state.exists()
         print(f"resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps:,}"
               + (" (exactly: random generators and the batched world's state restored)" if exact else
                  " (weights, optimiser, statistics; the Gymnasium envs start new episodes)"))
