@@ -61,6 +61,13 @@ def test_fixed_effects_come_back_after_a_nominal_episode():
         delay, strength = world.effects.params["action_delay"].values, world.effects.params["motor_strength"].values
         assert np.all(delay[nominal] == 0) and np.all(delay[~nominal] == 1)
         assert np.all(strength[nominal] == 1.0) and np.all(strength[~nominal] == 0.8)
+    rng = np.random.default_rng(1)
+    for _ in range(200):  # partial resets, as an auto-resetting vector env makes them: one or a few at a time
+        world.reset(np.sort(rng.choice(16, size=rng.integers(1, 4), replace=False)))
+        nominal = world.sampling.mode == NOMINAL
+        delay, strength = world.effects.params["action_delay"].values, world.effects.params["motor_strength"].values
+        assert np.all(delay[nominal] == 0) and np.all(delay[~nominal] == 1)
+        assert np.all(strength[nominal] == 1.0) and np.all(strength[~nominal] == 0.8)
 
 
 def test_episode_kinds_come_in_their_shares_and_replays_come_from_the_worst_episodes():
