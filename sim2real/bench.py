@@ -270,7 +270,7 @@ def learner(task: str, contender: str, algo: str, steps: int, eval_every: int, e
             returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True,
                                          return_episode_rewards=True)
             row = {"contender": contender, "step": self.num_timesteps, "train_s": round(self.train_s, 2),
-                   "cpu_s": round(self.cpu_s, 2), "return": float(np.mean(returns))}
+                   "cpu_s": round(self.cpu_s, 2), "return": float(np.mean(returns)), "n_envs": venv.num_envs}
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             self.mark, self.cpu_mark = time.perf_counter(), time.process_time()
@@ -310,11 +310,12 @@ def bench_learn(task: str = "hopper", algo: str = "ppo", steps: int = 1_000_000,
     threshold = THRESHOLDS[task]
     results = []
     curves = {c: [json.loads(line) for line in logs[c].read_text().splitlines()] for c in contenders}
-    if not race:  # the evaluations' spacing as the logs have it (the command line's --eval-every may differ)
+    if not race:  # the evaluations' spacing and envs as the logs have them (the command line's may differ)
         logged = [r["step"] for r in curves[contenders[0]]]
         if len(logged) > 1:
             gap = float(np.median(np.diff([0, *logged])))
             eval_every = int(round(gap, -3) if gap >= 1000 else gap)
+        n = next((r["n_envs"] for r in curves.get("sim2real", []) if "n_envs" in r), n)  # logs before 2026-12-03: --n
     for c in contenders:
         rows = curves[c]
         hit = next((r for r in rows if r["return"] >= threshold), None)

@@ -507,7 +507,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     bn.add_argument("--tasks", nargs="+", default=None, help="tasks (steps: default all four; learn: one, default hopper)")
     bn.add_argument("--n", type=int, default=None,
                     help="envs per vectorised contender (the batched world's simulations); steps: 16, learn: the "
-                         "spec's pretrain.n_envs")
+                         "spec's pretrain.n_envs (--summarise: the number the logs recorded, where they did)")
     bn.add_argument("--repeats", type=int, default=3, help="steps: interleaved repeats per contender")
     bn.add_argument("--steps", type=int, default=None, help="steps: env steps per measurement (default 4000); "
                                                             "learn: training steps (default 1,000,000)")

@@ -35,10 +35,13 @@ def test_learn_bench_races_sim2real_sb3_and_the_zoo(tmp_path, capsys):
         assert r["train_s"] > 0
     assert "Hopper-v4" in result["zoo_hyperparams"]
     assert "| sim2real |" in (tmp_path / "bench_learn_hopper_ppo.md").read_text()
-    # A race stopped early is summarised from its logs without running anything.
+    assert result["n"] == 4 and result["results"][0]["curve"][0]["n_envs"] == 4
+    # A race stopped early is summarised from its logs without running anything, with the envs they logged
+    # (not the spec's n_envs, the default of --n).
     (tmp_path / "bench_learn_hopper_ppo.md").unlink()
     assert main(["bench", "learn", "--summarise", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "bench_learn_hopper_ppo.md").exists()
+    assert json.loads((tmp_path / "bench_learn_hopper_ppo.json").read_text())["n"] == 4
 
 
 def test_learn_bench_summarises_several_seeds_together(tmp_path, capsys):
