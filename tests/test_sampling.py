@@ -123,18 +123,24 @@ def test_memory_holds_each_ended_episodes_draws_with_its_return():
 
 def test_a_restored_world_continues_exactly():
     spec = _with_sampling("hopper", nominal=0.3, hard=0.4, memory=30, warmup=10)
+    # Fixed effects too: a nominal episode saved in the checkpoint holds them at their neutral values.
+    fx = spec.randomization.effects.model_copy(update={"action_delay": 1, "motor": Motor(strength=0.8)})
+    spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"effects": fx})})
     a = BatchedWorld(spec, 4, seed=0)
     a.reset()
     _run(a, 1500)
     arrays, meta = a.state_dict()
-    b = BatchedWorld(spec, 4, seed=99)
+    b = BatchedWorld(spec, 4, seed=99)  # a world that has run already, not a fresh one
     b.reset()
+    _run(b, 300, seed=3)
     b.load_state_dict(arrays, meta)
     _run(a, 1500, seed=5)
     _run(b, 1500, seed=5)
     np.testing.assert_array_equal(a.draws, b.draws)
     np.testing.assert_array_equal(a.sampling.memory_returns, b.sampling.memory_returns)
     np.testing.assert_array_equal(a.qpos, b.qpos)
+    for name, q in a.effects.params.items():
+        np.testing.assert_array_equal(q.values, b.effects.params[name].values, err_msg=name)
 
 
 def test_bad_sampling_settings_are_spec_errors(tmp_path):

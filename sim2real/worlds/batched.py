@@ -349,7 +349,8 @@ class BatchedWorld:
             arrays[key] = np.array(getattr(owner, attr))
         for name, q in self.effects.params.items():
             arrays[f"effects/param/{name}"] = q.values.copy()
-        meta = {"rng": self.rng.bit_generator.state, "randomization": self.randomization, "reseeded": self._reseeded,
+        meta = {"rng": self.rng.bit_generator.state, "randomization": [dict(r) for r in self.randomization],
+                "reseeded": self._reseeded,
                 "any_stuck": self.effects.any_stuck}
         return arrays, meta
 
@@ -370,6 +371,7 @@ class BatchedWorld:
             getattr(owner, attr)[...] = arrays[key]  # in place: views stay views
         for name, q in self.effects.params.items():
             q.values[:] = arrays[f"effects/param/{name}"]
+        self.effects.restored()
         self.rng.bit_generator.state = meta["rng"]
         self.randomization = [dict(r) for r in meta["randomization"]]
         self._reseeded = bool(meta["reseeded"])

@@ -78,7 +78,8 @@ class BatchedEffects:
         # Parameters a neutral (nominal) episode changes: every ranged one, and the fixed ones not already neutral.
         self._neutralised = [(q, NEUTRAL.get(name, 0.0)) for name, q in p.items()
                              if q.ranged or q.fixed != NEUTRAL.get(name, 0.0)]
-        # Whether a simulation's fixed values may still be neutral from its last episode (all, after a restore).
+        # Whether a simulation's fixed values may still be neutral from its last episode (all, after a restore:
+        # the checkpoint's may be).
         self._maybe_neutral = np.ones(n, dtype=bool)
         self.motor = motor is not None
         self.bound = np.maximum(np.abs(action_low), np.abs(action_high))
@@ -107,6 +108,10 @@ class BatchedEffects:
         self.limit[ids] = (self.bound * p["motor_saturation"].values[ids, None]).astype(self.dtype)
         self.dead[ids] = (self.bound * p["motor_dead_zone"].values[ids, None]).astype(self.dtype)
         self.strength[ids, 0] = p["motor_strength"].values[ids]
+
+    def restored(self) -> None:
+        """After a checkpoint's values were written in: any simulation's fixed values may be neutral ones."""
+        self._maybe_neutral[:] = True
 
     def values(self, ids: np.ndarray) -> np.ndarray:
         """The ranged parameters' values of simulations ``ids``, one column per parameter of :attr:`ranged`."""
