@@ -279,7 +279,7 @@ class BatchedWorld:
         rng = self.rng
         modes = slots = None
         if self.sampling is not None:  # (when: reset, so every id is due below)
-            self.sampling.remember(ids, self.t[ids] > 0, self.draws, self.effects.values)
+            self.sampling.remember(ids, self.t[ids] > 0, self.draws[ids], self.effects.values(ids))
             modes, slots = self.sampling.choose(rng, ids)
         if self.sampler is not None:
             due = ids if self.when == "reset" or self._reseeded else ids[
@@ -305,31 +305,19 @@ class BatchedWorld:
         self.t[ids] = 0
         fixed = neutral = None
         if modes is not None:
-            replay = modes == REPLAY
-            if replay.any():
-                fixed = np.full((len(ids), len(self.effects.ranged)), np.nan)
-                fixed[replay] = self.sampling.memory_effects[slots]
+            fixed = np.full((len(ids), len(self.effects.ranged)), np.nan)
+            fixed[modes == REPLAY] = self.sampling.memory_effects[slots]
             neutral = modes == NOMINAL
         seen = self.effects.reset(rng, ids, self.kernel.observe(qpos, qvel), fixed, neutral)
-        self._report(ids)
-        return self.inputs.reset(ids, seen) if self.inputs else seen
-
-    def _report(self, ids: np.ndarray) -> None:
-        """Each new episode's ``info["randomization"]``: its physics draws, effect draws and kind (columns
-        converted once per reset with ``tolist``, which gives the same Python numbers as ``float``/``int``)."""
         keys = self.sampler.keys if self.sampler else []
-        names = [key for key, _d in keys]
-        columns = [self.draws[ids][:, [d for _key, d in keys]].T.tolist()] if keys else []
-        for q in self.effects.ranged:
-            names.append(q.key)
-            columns.append([q.values[ids].tolist()])
-        if self.sampling is not None:
-            names += ["sampling/nominal", "sampling/replay"]
-            mode = self.sampling.mode[ids]
-            columns.append([(mode == NOMINAL).astype(float).tolist(), (mode == REPLAY).astype(float).tolist()])
-        rows = zip(*[c for block in columns for c in block]) if names else ([] for _ in ids)
-        for i, row in zip(ids.tolist(), rows):
-            self.randomization[i] = dict(zip(names, row))
+        shares = self.sampling.shares(ids) if self.sampling is not None else None
+        for row, i in enumerate(ids):
+            info = {key: float(self.draws[i, d]) for key, d in keys}
+            info.update(self.effects.sampled(i))
+            if shares is not None:
+                info.update(shares[row])
+            self.randomization[i] = info
+        return self.inputs.reset(ids, seen) if self.inputs else seen
 
     # ---- checkpoints: everything a resumed run needs to continue exactly where this one stopped
     def _running(self):
@@ -371,7 +359,6 @@ class BatchedWorld:
             getattr(owner, attr)[...] = arrays[key]  # in place: views stay views
         for name, q in self.effects.params.items():
             q.values[:] = arrays[f"effects/param/{name}"]
-        self.effects.restored()
         self.rng.bit_generator.state = meta["rng"]
         self.randomization = [dict(r) for r in meta["randomization"]]
         self._reseeded = bool(meta["reseeded"])

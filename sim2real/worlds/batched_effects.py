@@ -67,20 +67,6 @@ class BatchedEffects:
             "action_delay": _Param("effects/action_delay", fx.action_delay, n, integer=True),
         }
         self.ranged = [q for q in p.values() if q.ranged]
-        # One generator call for every ranged float parameter: rng.uniform(lo, hi, k) is lo + (hi - lo) * random(k),
-        # so k values per parameter drawn in a block are the same numbers, in the same order, as one call each
-        # (the integer delays come last, drawn as before; a reset is mostly such tiny calls).
-        self._floats = [q for q in self.ranged if not q.integer]
-        self._integers = [q for q in self.ranged if q.integer]
-        assert self.ranged == self._floats + self._integers, "the float parameters must be drawn first"
-        self._float_low = np.array([[q.value[0]] for q in self._floats], dtype=float)
-        self._float_span = np.array([[q.value[1] - q.value[0]] for q in self._floats], dtype=float)
-        # Parameters a neutral (nominal) episode changes: every ranged one, and the fixed ones not already neutral.
-        self._neutralised = [(q, NEUTRAL.get(name, 0.0)) for name, q in p.items()
-                             if q.ranged or q.fixed != NEUTRAL.get(name, 0.0)]
-        # Whether a simulation's fixed values may still be neutral from its last episode (all, after a restore:
-        # the checkpoint's may be).
-        self._maybe_neutral = np.ones(n, dtype=bool)
         self.motor = motor is not None
         self.bound = np.maximum(np.abs(action_low), np.abs(action_high))
         self.half_range = (action_high - action_low) / 2
@@ -109,21 +95,13 @@ class BatchedEffects:
         self.dead[ids] = (self.bound * p["motor_dead_zone"].values[ids, None]).astype(self.dtype)
         self.strength[ids, 0] = p["motor_strength"].values[ids]
 
-    def restored(self) -> None:
-        """After a checkpoint's values were written in: any simulation's fixed values may be neutral ones."""
-        self._maybe_neutral[:] = True
+    def sampled(self, i: int) -> dict[str, float]:
+        """Simulation ``i``'s per-episode draws, keyed as the Gymnasium wrappers report them."""
+        return {q.key: (int if q.integer else float)(q.values[i]) for q in self.ranged}
 
     def values(self, ids: np.ndarray) -> np.ndarray:
         """The ranged parameters' values of simulations ``ids``, one column per parameter of :attr:`ranged`."""
         return np.stack([q.values[ids] for q in self.ranged], axis=1) if self.ranged else np.zeros((len(ids), 0))
-
-    def _draw(self, rng: np.random.Generator, ids: np.ndarray) -> None:
-        if self._floats:
-            block = self._float_low + self._float_span * rng.random((len(self._floats), len(ids)))
-            for q, row in zip(self._floats, block):
-                q.values[ids] = row
-        for q in self._integers:
-            q.draw(rng, ids)
 
     # ---- episode start
     def reset(self, rng: np.random.Generator, ids: np.ndarray, raw_obs: np.ndarray,
@@ -134,17 +112,17 @@ class BatchedEffects:
         ``neutral``: a mask over ``ids``: those episodes get no effect at all, fixed or ranged (full motors,
         no noise, no delay, no sensor faults).
         """
-        self._draw(rng, ids)
+        for q in self.ranged:
+            q.draw(rng, ids)
         if fixed is not None:
             for column, q in enumerate(self.ranged):
                 keep = ~np.isnan(fixed[:, column])
                 q.values[ids[keep]] = fixed[keep, column]
-        if neutral is not None and (neutral.any() or self._maybe_neutral[ids].any()):
-            for q, off in self._neutralised:
+        if neutral is not None:
+            for name, q in self.params.items():
                 if not q.ranged:
                     q.values[ids] = q.fixed  # back from an earlier neutral episode
-                q.values[ids[neutral]] = off
-            self._maybe_neutral[ids] = neutral
+                q.values[ids[neutral]] = NEUTRAL.get(name, 0.0)
         p = self.params
         self._set_motor(ids)
         self.t[ids] = 0

@@ -18,8 +18,6 @@ trains on, not what it is measured on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from sim2real.spec import Sampling
@@ -51,19 +49,14 @@ class EpisodeSampling:
     def remembered(self) -> int:
         return int(min(self.memory_count[0], self.cfg.memory))
 
-    def remember(self, ids: np.ndarray, stepped: np.ndarray, physics: np.ndarray,
-                 effects: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Keep the ending episodes of ``ids`` that ran at least one step and were not nominal.
-
-        ``physics``: every simulation's physics draws, ``(n, physics_size)``; ``effects(sims)``: those simulations'
-        ranged effect values (called only when there is something to remember).
-        """
+    def remember(self, ids: np.ndarray, stepped: np.ndarray, physics: np.ndarray, effects: np.ndarray) -> None:
+        """Keep the ending episodes of ``ids`` that ran at least one step and were not nominal."""
         rows = np.flatnonzero(stepped & (self.mode[ids] != NOMINAL))[-self.cfg.memory:]  # a ring: the last ones
         if not len(rows):
             return
         slots = (self.memory_count[0] + np.arange(len(rows))) % self.cfg.memory
-        self.memory_physics[slots] = physics[ids[rows]]
-        self.memory_effects[slots] = effects(ids[rows])
+        self.memory_physics[slots] = physics[rows]
+        self.memory_effects[slots] = effects[rows]
         self.memory_returns[slots] = self.returns[ids[rows]]
         self.memory_count[0] += len(rows)
 
@@ -82,6 +75,11 @@ class EpisodeSampling:
         self.mode[ids] = modes
         self.returns[ids] = 0.0
         return modes, slots
+
+    def shares(self, ids: np.ndarray) -> list[dict[str, float]]:
+        """What each episode's ``info["randomization"]`` reports of its kind (TensorBoard plots the shares)."""
+        return [{"sampling/nominal": float(self.mode[i] == NOMINAL), "sampling/replay": float(self.mode[i] == REPLAY)}
+                for i in ids]
 
     # ---- checkpoints
     ARRAYS = ("mode", "returns", "memory_physics", "memory_effects", "memory_returns", "memory_count")
