@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim2real.learning.artifacts import norm_paths, save_norm_arrays  # noqa: E402
+from sim2real.learning.artifacts import CheckpointFiles, save_norm_arrays  # noqa: E402
 from sim2real.learning.evaluation import evaluate  # noqa: E402
 from sim2real.learning.loading import load_for_evaluation, load_pretrained  # noqa: E402
 from sim2real.spec import load_spec  # noqa: E402
@@ -58,7 +58,7 @@ def export(run_dir: Path, dest: Path, checkpoint: str = "best", why: str | None 
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_zip, dest / "model.zip")
     shutil.copy(run_dir / "run.json", dest / "run.json")
-    pkl = norm_paths(model_zip.parent, model_zip.stem)[0]
+    pkl = CheckpointFiles.of(model_zip).vecnormalize
     if pkl.exists():
         # Our own run's pickle (trusted) becomes plain arrays for everyone else.
         pre = load_pretrained(model_zip)  # its inputs shape the normalised observation

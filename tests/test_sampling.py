@@ -54,20 +54,22 @@ def test_fixed_effects_come_back_after_a_nominal_episode():
     fx = spec.randomization.effects.model_copy(update={"action_delay": 1, "motor": Motor(strength=0.8)})
     spec = spec.model_copy(update={"randomization": spec.randomization.model_copy(update={"effects": fx})})
     world = BatchedWorld(spec, 16, seed=0)
-    for _ in range(5):
-        world.reset()
+
+    def effects_follow_the_episode_kinds():
         nominal = world.sampling.mode == NOMINAL
-        assert nominal.any() and (~nominal).any()
         delay, strength = world.effects.params["action_delay"].values, world.effects.params["motor_strength"].values
         assert np.all(delay[nominal] == 0) and np.all(delay[~nominal] == 1)
         assert np.all(strength[nominal] == 1.0) and np.all(strength[~nominal] == 0.8)
+        return nominal
+
+    for _ in range(5):
+        world.reset()
+        nominal = effects_follow_the_episode_kinds()
+        assert nominal.any() and (~nominal).any()
     rng = np.random.default_rng(1)
     for _ in range(200):  # partial resets, as an auto-resetting vector env makes them: one or a few at a time
         world.reset(np.sort(rng.choice(16, size=rng.integers(1, 4), replace=False)))
-        nominal = world.sampling.mode == NOMINAL
-        delay, strength = world.effects.params["action_delay"].values, world.effects.params["motor_strength"].values
-        assert np.all(delay[nominal] == 0) and np.all(delay[~nominal] == 1)
-        assert np.all(strength[nominal] == 1.0) and np.all(strength[~nominal] == 0.8)
+        effects_follow_the_episode_kinds()
 
 
 def test_episode_kinds_come_in_their_shares_and_replays_come_from_the_worst_episodes():
