@@ -54,7 +54,9 @@ def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
     # The best checkpoint so far must survive a resume whose evaluations do not beat it.
     best = json.loads((out / "best.json").read_text())
     # best.zip is picked on the first evaluated world (sim for a randomised run): unbeatable on every world.
-    (out / "best.json").write_text(json.dumps({**best, **{w: 1e9 for w in best if w != "step"}}))
+    unbeatable = {**best, **{w: 1e9 for w in best if w not in ("step", "selection")}}
+    unbeatable["selection"] = {**best["selection"], "value": 1e9}
+    (out / "best.json").write_text(json.dumps(unbeatable))
     best_zip = (out / "best.zip").read_bytes()
     pretrain(cfg(), out=out, resume=True)
     assert PPO.load(out / "model.zip").num_timesteps == 256
@@ -71,6 +73,39 @@ def test_select_floor_keeps_best_only_among_evaluations_that_clear_the_nominal_r
     pretrain(replace(cfg(), select_floor=-1e9), out=tmp_path / "low")
     best = json.loads((tmp_path / "low" / "best.json").read_text())
     assert best["nominal"] >= -1e9 and (tmp_path / "low" / "best.zip").exists()
+
+
+def test_median_selection_keeps_every_episode_and_every_evaluated_policy(tmp_path):
+    """best.zip by the median episode; every episode in the JSON log; each evaluated policy kept, loadable."""
+    from dataclasses import replace
+
+    out = tmp_path / "run"
+    pretrain(replace(cfg(), eval_episodes=3, select_stat="median", keep_evaluated=True), out=out)
+    log = [json.loads(line) for line in (out / "evaluations_episodes.jsonl").read_text().splitlines()]
+    rows = np.loadtxt(out / "evaluations.csv", delimiter=",", skiprows=1)
+    assert [e["step"] for e in log] == rows[:, 0].astype(int).tolist() == [0, 128, 256]
+    assert all(len(e["returns"][w]) == len(e["lengths"][w]) == 3 for e in log for w in ("sim", "nominal"))
+    assert np.allclose([np.mean(e["returns"]["sim"]) for e in log], rows[:, 1], rtol=1e-5)
+    best = json.loads((out / "best.json").read_text())
+    medians = {e["step"]: float(np.median(e["returns"]["sim"])) for e in log if e["step"] > 0}
+    assert best["selection"] == {"world": "sim", "stat": "median", "value": max(medians.values())}
+    assert best["step"] == max(s for s, m in medians.items() if m == max(medians.values()))  # ties: the later
+    kept = sorted(p.name for p in (out / "evaluated").glob("step_*.zip"))
+    assert kept == ["step_000000000.zip", "step_000000128.zip", "step_000000256.zip"]
+    assert PPO.load(out / "evaluated" / "step_000000128.zip").num_timesteps == 128
+
+
+def test_resume_moves_the_per_episode_log_past_the_checkpoint_aside(tmp_path):
+    out = tmp_path / "run"
+    pretrain(cfg(), out=out)
+    (out / "model.zip").unlink()
+    for f in (out / "checkpoints").glob("step_000000256*"):
+        f.unlink()
+    pretrain(cfg(), out=out, resume=True)
+    steps = [json.loads(line)["step"] for line in (out / "evaluations_episodes.jsonl").read_text().splitlines()]
+    assert steps == [0, 128, 256]  # 256 measured again, once
+    aside = (out / "evaluations_episodes.superseded.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in aside] == [256]
 
 
 SAC_TINY = {"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}}

@@ -116,7 +116,11 @@ class RunLock:
 
 
 def supersede_evaluations(csv: Path, after: int) -> None:
-    """Rows past the resume step will be measured again: move them aside (kept, not deleted), so no step repeats."""
+    """Rows past the resume step will be measured again: move them aside (kept, not deleted), so no step repeats.
+
+    The same for the per-episode log beside it (``evaluations_episodes.jsonl``, one JSON line per evaluation).
+    """
+    _supersede_jsonl(csv.with_name("evaluations_episodes.jsonl"), after)
     if not csv.exists():
         return
     lines = csv.read_text().splitlines()
@@ -131,6 +135,18 @@ def supersede_evaluations(csv: Path, after: int) -> None:
                 f.write(lines[0] + "\n")
             f.write("\n".join(gone) + "\n")
         atomic_write_text(csv, "\n".join(keep) + "\n")
+
+
+def _supersede_jsonl(path: Path, after: int) -> None:
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line)["step"] <= after]
+    gone = [line for line in lines if json.loads(line)["step"] > after]
+    if gone:
+        with path.with_name("evaluations_episodes.superseded.jsonl").open("a") as f:
+            f.write("\n".join(gone) + "\n")
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def note_resume(run_dir: Path, **facts: Any) -> None:

@@ -17,6 +17,16 @@ from sim2real.learning.evaluation import evaluate
 from sim2real.progress import Progress
 
 
+EPISODES_LOG = "evaluations_episodes.jsonl"  # one line per evaluation: every episode's return and length, per world
+
+# How an evaluation's episode returns rank a checkpoint for best.zip. The median counts an episode in which the
+# policy falls at once (a hard corner of the ranges) as one bad episode, not by how far it pulls the mean down.
+SELECT_STATS: dict[str, Callable[[list[float]], float]] = {
+    "mean": lambda returns: float(np.mean(returns)),
+    "median": lambda returns: float(np.median(returns)),
+}
+
+
 class CheckpointCallback(BaseCallback):
     """Checkpoint every ``every`` steps into ``run_dir/checkpoints`` (complete or absent, keeping the last ``keep``).
 
@@ -58,8 +68,13 @@ class CheckpointCallback(BaseCallback):
 class EvalCallback(BaseCallback):
     """Evaluate on named worlds every ``every`` steps, with the training normalisation frozen.
 
-    Logs ``eval/<world>/mean_return`` (x = steps) and appends to ``evaluations.csv``.
-    With worlds ``nominal`` and a target, also logs ``eval/sim_to_real_gap``.
+    Logs ``eval/<world>/mean_return`` (x = steps) and appends to ``evaluations.csv`` (the means) and
+    ``evaluations_episodes.jsonl`` (every episode's return and length, so another statistic or selection rule can
+    be computed afterwards). With worlds ``nominal`` and a target, also logs ``eval/sim_to_real_gap``.
+
+    ``keep_best``: ``best.zip`` is the policy whose first world's ``select_stat`` (mean or median of the episode
+    returns) is the highest so far, among evaluations that clear ``best_floor``. ``keep_evaluated``: every
+    evaluated policy is also saved as ``evaluated/step_<N>.zip``, so a rule fixed later can pick among them.
 
     Each world is one env, evaluated episode after episode: an env passed in is used as it is
     (the caller owns it, e.g. a robot); a factory is built once, on first use, and closed at the
@@ -73,20 +88,27 @@ class EvalCallback(BaseCallback):
     def __init__(self, run_dir: Path, worlds: dict[str, gym.Env | Callable[[], gym.Env]], every: int, episodes: int,
                  seed: int = 0, keep_best: bool = False, shares_training_env: bool = False,
                  phase: Callable[[str], AbstractContextManager] | None = None, start_step: int = 0,
-                 best_floor: tuple[str, float] | None = None):
+                 best_floor: tuple[str, float] | None = None, select_stat: str = "mean",
+                 keep_evaluated: bool = False):
         super().__init__()
+        if select_stat not in SELECT_STATS:
+            raise ValueError(f"select_stat {select_stat!r}: allowed: {', '.join(SELECT_STATS)}")
+        self.select_stat = select_stat
+        self.keep_evaluated = keep_evaluated
         self.best_floor = best_floor  # (world, return): only evaluations at least this good there may be best
         self.start_step = start_step  # where the curve starts (a budget partly spent before training: > 0)
         self.shared = shares_training_env
         self._ending = False
         self.phase = phase or (lambda name: nullcontext())
         self.csv = run_dir / "evaluations.csv"
+        self.episodes_log = run_dir / EPISODES_LOG
         self.worlds = worlds
         self._envs: dict[str, gym.Env] = {w: e for w, e in worlds.items() if isinstance(e, gym.Env)}
         self._owned: list[gym.Env] = []
         self.steps: dict[str, int] = dict.fromkeys(worlds, 0)
         self.eval_costs: list[int] = []  # env steps each evaluation took, all worlds together
         self.last_returns: dict[str, list[float]] = {}
+        self.last_lengths: dict[str, list[int]] = {}
         self.every = every
         self.episodes = episodes
         self.seed = seed
@@ -101,7 +123,9 @@ class EvalCallback(BaseCallback):
         best = run_dir / "best.json"
         if keep_best and best.exists():
             # A resumed run: only a policy that beats the best so far may replace best.zip.
-            self.best = json.loads(best.read_text()).get(next(iter(worlds)), self.best)
+            # (runs from before select_stat recorded only the means: their selection value is the first world's mean)
+            record = json.loads(best.read_text())
+            self.best = record.get("selection", {}).get("value", record.get(next(iter(worlds)), self.best))
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every + 1) * self.every  # a resumed run: the next due step, not now
@@ -163,7 +187,8 @@ class EvalCallback(BaseCallback):
                 res = evaluate(self.model, self._env(world), self.episodes, obs_rms=obs_rms, seed=self.seed)
             self.steps[world] += res.steps
             self.eval_costs[-1] += res.steps
-            self.last_returns[world] = res.returns
+            self.last_returns[world] = [float(r) for r in res.returns]
+            self.last_lengths[world] = [int(n) for n in res.lengths]
             row[world] = res.mean
             self.logger.record(f"eval/{world}/mean_return", res.mean)
             self.logger.record(f"eval/{world}/std_return", res.std)
@@ -173,6 +198,9 @@ class EvalCallback(BaseCallback):
         targets = [w for w in self.worlds if w not in ("nominal", "sim")]
         if "nominal" in self.worlds and targets:
             self.logger.record("eval/sim_to_real_gap", row["nominal"] - row[targets[0]])
+        selection = SELECT_STATS[self.select_stat](self.last_returns[first])
+        if self.select_stat != "mean":
+            self.logger.record(f"eval/{first}/{self.select_stat}_return", selection)
         self.logger.dump(self.num_timesteps)
         for d, saved in pending:
             d.update(saved)
@@ -182,14 +210,20 @@ class EvalCallback(BaseCallback):
             if new:
                 f.write(",".join(row) + "\n")
             f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
+        with self.episodes_log.open("a") as f:
+            f.write(json.dumps({"step": self.num_timesteps, "returns": self.last_returns,
+                                "lengths": self.last_lengths}) + "\n")
         self.last = row
+        if self.keep_evaluated:
+            save_checkpoint(self.model, self.csv.parent / "evaluated", f"step_{self.num_timesteps:09d}")
         # Step 0 is the starting point, not a trained policy (with --init-from it is another run's).
         floor_met = self.best_floor is None or row[self.best_floor[0]] >= self.best_floor[1]
-        if self.keep_best and self.num_timesteps > 0 and floor_met and row[first] >= self.best:  # ties: the later
+        if self.keep_best and self.num_timesteps > 0 and floor_met and selection >= self.best:  # ties: the later
             # PPO on locomotion can collapse late; keep the best policy by the first world's return.
-            self.best = row[first]
+            self.best = selection
             save_checkpoint(self.model, self.csv.parent, "best")
-            atomic_write_text(self.csv.parent / "best.json", json.dumps(row))
+            record = {**row, "selection": {"world": first, "stat": self.select_stat, "value": selection}}
+            atomic_write_text(self.csv.parent / "best.json", json.dumps(record))
         if self.shared and not self._ending:
             self._restart_training_episode()
 

@@ -74,6 +74,12 @@ class PretrainConfig:
     select_floor: float | None = option(None, "best.zip only among evaluations whose nominal return is at least "
                                               "this (the spec's solved_return, say): a DR policy that gave up the "
                                               "nominal world is not the best one", metavar="RETURN")
+    select_stat: str = option("mean", "statistic of the selection world's episode returns that picks best.zip: mean, "
+                                      "or median (an episode lost at once in a hard corner of the ranges counts "
+                                      "as one bad episode, not by how far it pulls the mean down)",
+                              choices=("mean", "median"))
+    keep_evaluated: bool = option(False, "keep every evaluated policy in evaluated/ (small for MLPs), so a "
+                                         "selection rule fixed later can be applied to the whole run")
     eval_every: int | None = option(None, "steps between evaluations (default: 1/50 of the run)")
     eval_episodes: int = option(5, "episodes per evaluation; more makes the kept best checkpoint less of a lucky draw")
     checkpoint_every: int = option(50_000, "steps between checkpoints")
@@ -85,6 +91,8 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.select_on not in (None, "sim", "nominal"):
             raise ValueError(f"--select-on {self.select_on!r}: allowed: sim, nominal")
+        if self.select_stat not in ("mean", "median"):
+            raise ValueError(f"--select-stat {self.select_stat!r}: allowed: mean, median")
         if self.stepper not in ("auto", "batch", "gym"):
             raise ValueError(f"--stepper {self.stepper!r}: allowed: auto, batch, gym")
         for name in ("steps", "n_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads", "sim_threads"):
@@ -348,7 +356,8 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
     if (cfg.select_on or ("sim" if cfg.randomize else "nominal")) == "sim":
         worlds = {"sim": WithInputs(EnvFactory(make_sim_env, cfg.task, True), inputs), **worlds}
     eval_cb = EvalCallback(run_dir, worlds, eval_every, cfg.eval_episodes, seed=10_000 + cfg.seed, keep_best=True,
-                           best_floor=None if cfg.select_floor is None else ("nominal", cfg.select_floor))
+                           best_floor=None if cfg.select_floor is None else ("nominal", cfg.select_floor),
+                           select_stat=cfg.select_stat, keep_evaluated=cfg.keep_evaluated)
     callbacks = [
         eval_cb,
         # On Gymnasium envs the episodes restart at each checkpoint (their state lives in their wrappers): a resume
