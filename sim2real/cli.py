@@ -1,4 +1,4 @@
-"""The ``sim2real`` command: envs, pretrain, transfer, study, report, robustness, evaluate, export, robot-server, record, log, calibrate, bench."""
+"""The ``sim2real`` command: envs, pretrain, select, transfer, study, report, robustness, evaluate, export, robot-server, record, log, calibrate, bench."""
 
 from __future__ import annotations
 
@@ -46,6 +46,36 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
                          inputs=parse_overrides(args.inputs, flag="--inputs"))
     run_dir = pretrain(cfg, out=args.out, resume=args.resume)
     print(f"pretrained policy: {run_dir}/model.zip  (TensorBoard: tensorboard --logdir {run_dir})")
+
+
+def _cmd_select(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from sim2real.learning.selection import Rule, pick, read_episode_log
+
+    rule = Rule(world=args.world, stat=args.stat, floor_world=args.floor_world, floor=args.floor)
+    log = read_episode_log(args.run)
+    chosen = pick(log, rule)
+    worlds = list(log[0]["returns"]) if log else []
+    floor = "" if rule.floor is None else f", among evaluations with {rule.floor_world} mean >= {rule.floor:,.0f}"
+    table = Table(title=f"{args.run}: best {rule.stat} return on {rule.world}{floor}")
+    table.add_column("step", justify="right")
+    table.add_column(f"{rule.world} {rule.stat}", justify="right")
+    for world in worlds:
+        table.add_column(f"{world} mean", justify="right")
+    table.add_column("")
+    for e in log:
+        means = [f"{sum(e['returns'][w]) / len(e['returns'][w]):,.0f}" for w in worlds]
+        mark = "◀ pick" if e is chosen else ("" if rule.admits(e) else "below floor" if e["step"] > 0 else "start")
+        table.add_row(f"{e['step']:,}", f"{rule.value(e):,.0f}", *means, mark)
+    console().print(table)
+    if chosen is None:
+        raise UserError(f"no evaluation of {args.run} clears {rule.floor_world} >= {rule.floor}")
+    kept = Path(args.run) / "evaluated" / f"step_{chosen['step']:09d}.zip"
+    print(f"pick: step {chosen['step']:,} ({rule.stat} {rule.value(chosen):,.1f}); policy: "
+          + (str(kept) if kept.exists() else "not kept (pretrain --keep-evaluated keeps every evaluated policy)"))
 
 
 def _cmd_transfer(args: argparse.Namespace) -> None:
@@ -431,6 +461,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rb.add_argument("--episodes", type=int, default=5, help="episodes per value and policy")
     rb.add_argument("--out", default="runs/robustness", help="folder for robustness.json/png (a study folder adds it to the report)")
     rb.set_defaults(func=_cmd_robustness)
+
+    se = sub.add_parser("select", help="apply a selection rule to a pretraining run's evaluations (which checkpoint is the policy)",
+                        formatter_class=DefaultsFormatter)
+    se.add_argument("run", help="a pretrain run folder (with evaluations_episodes.jsonl)")
+    se.add_argument("--world", default="sim", help="the world whose episode returns rank the evaluations")
+    se.add_argument("--stat", default="mean", choices=("mean", "median"), help="statistic of those returns")
+    se.add_argument("--floor", type=float, default=None, metavar="RETURN",
+                    help="only evaluations whose --floor-world mean return is at least this")
+    se.add_argument("--floor-world", default="nominal", help="the world --floor applies to")
+    se.set_defaults(func=_cmd_select)
 
     ev = sub.add_parser("evaluate", help="a policy's return, episode length and distance on target worlds", formatter_class=DefaultsFormatter)
     ev.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
+from sim2real.learning.loading import policy_files
 from sim2real.learning.pretrain import PretrainConfig, pretrain
 
 from .conftest import DATA, TINY
@@ -93,6 +94,11 @@ def test_median_selection_keeps_every_episode_and_every_evaluated_policy(tmp_pat
     kept = sorted(p.name for p in (out / "evaluated").glob("step_*.zip"))
     assert kept == ["step_000000000.zip", "step_000000128.zip", "step_000000256.zip"]
     assert PPO.load(out / "evaluated" / "step_000000128.zip").num_timesteps == 128
+    assert policy_files(out / "evaluated" / "step_000000128.zip")[0] == out  # sim2real evaluate finds its run
+
+    from sim2real.learning.selection import Rule, pick, read_episode_log
+
+    assert pick(read_episode_log(out), Rule(stat="median"))["step"] == best["step"]  # the same rule afterwards
 
 
 def test_resume_moves_the_per_episode_log_past_the_checkpoint_aside(tmp_path):

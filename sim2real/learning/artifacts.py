@@ -120,7 +120,9 @@ def supersede_evaluations(csv: Path, after: int) -> None:
 
     The same for the per-episode log beside it (``evaluations_episodes.jsonl``, one JSON line per evaluation).
     """
-    _supersede_jsonl(csv.with_name("evaluations_episodes.jsonl"), after)
+    from sim2real.learning.selection import EPISODES_LOG
+
+    _supersede_jsonl(csv.with_name(EPISODES_LOG), after)
     if not csv.exists():
         return
     lines = csv.read_text().splitlines()
@@ -144,7 +146,7 @@ def _supersede_jsonl(path: Path, after: int) -> None:
     keep = [line for line in lines if json.loads(line)["step"] <= after]
     gone = [line for line in lines if json.loads(line)["step"] > after]
     if gone:
-        with path.with_name("evaluations_episodes.superseded.jsonl").open("a") as f:
+        with path.with_name(path.stem + ".superseded.jsonl").open("a") as f:
             f.write("\n".join(gone) + "\n")
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 

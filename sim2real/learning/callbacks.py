@@ -14,17 +14,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sim2real.learning.artifacts import atomic_write_text, remove_checkpoint, restart_episodes, save_checkpoint
 from sim2real.learning.evaluation import evaluate
+from sim2real.learning.selection import EPISODES_LOG, SELECT_STATS
 from sim2real.progress import Progress
-
-
-EPISODES_LOG = "evaluations_episodes.jsonl"  # one line per evaluation: every episode's return and length, per world
-
-# How an evaluation's episode returns rank a checkpoint for best.zip. The median counts an episode in which the
-# policy falls at once (a hard corner of the ranges) as one bad episode, not by how far it pulls the mean down.
-SELECT_STATS: dict[str, Callable[[list[float]], float]] = {
-    "mean": lambda returns: float(np.mean(returns)),
-    "median": lambda returns: float(np.median(returns)),
-}
 
 
 class CheckpointCallback(BaseCallback):

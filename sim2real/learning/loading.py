@@ -52,14 +52,14 @@ def policy_files(path: str | Path) -> tuple[Path, Path, Path]:
     """Where a POLICY's files live: (run folder with run.json, model .zip, normalisation .npz).
 
     POLICY is a pretrain run folder, a zoo entry under ``policies/``, or a model ``.zip`` inside one
-    (``best.zip``, ``checkpoints/step_*.zip``).
+    (``best.zip``, ``checkpoints/step_*.zip``, ``evaluated/step_*.zip``).
     """
     path = Path(path)
     if path.is_dir():
         run_dir, model_zip = path, path / "model.zip"
     else:
         model_zip = path
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        run_dir = path.parent.parent if path.parent.name in ("checkpoints", "evaluated") else path.parent
     return run_dir, model_zip, CheckpointFiles.of(model_zip).obs_rms
 
 
