@@ -180,7 +180,8 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
     where = "the randomised training worlds" if picked_on == "sim" else f"the {picked_on} sim"
     floor = run["config"].get("select_floor")
     among = f" among those whose nominal return cleared {floor:,.0f} (--select-floor)" if floor is not None else ""
-    why = (f"the best evaluation on {where} during training{among}; PPO can degrade late" if exp["checkpoint"] == "best.zip"
+    stat = "the highest median episode return" if run["config"].get("select_stat") == "median" else "the best evaluation"
+    why = (f"{stat} on {where} during training{among}; PPO can degrade late" if exp["checkpoint"] == "best.zip"
            else exp.get("why", "chosen by hand"))
     # PPO ends on a whole rollout (n_envs x n_steps), so the last evaluation can sit past the planned total.
     overrun = " (the last rollout ran past the plan)" if card["steps_trained"] > card["steps_planned"] else ""
