@@ -1,4 +1,4 @@
-"""The ``sim2real`` command: envs, pretrain, select, transfer, study, report, robustness, evaluate, export, robot-server, record, log, calibrate, bench."""
+"""The ``sim2real`` command: envs, pretrain, select, failures, transfer, study, report, robustness, evaluate, export, robot-server, record, log, calibrate, bench."""
 
 from __future__ import annotations
 
@@ -76,6 +76,33 @@ def _cmd_select(args: argparse.Namespace) -> None:
     kept = Path(args.run) / "evaluated" / f"step_{chosen['step']:09d}.zip"
     print(f"pick: step {chosen['step']:,} ({rule.stat} {rule.value(chosen):,.1f}); policy: "
           + (str(kept) if kept.exists() else "not kept (pretrain --keep-evaluated keeps every evaluated policy)"))
+
+
+def _cmd_failures(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from sim2real.learning.failures import sensitivities
+    from sim2real.learning.selection import read_episode_log
+
+    log = read_episode_log(args.run)
+    if not log:
+        raise UserError(f"{args.run}: no evaluation logged yet")
+    steps = [e["step"] for e in log]
+    end = steps[-1] if args.step is None else args.step
+    if end not in steps:
+        raise UserError(f"--step {end}: not an evaluated step of {args.run}; evaluated: {', '.join(map(str, steps))}")
+    chosen = [e for e in log if e["step"] <= end][-args.last:]
+    rows = sensitivities(chosen, args.world)
+    n = sum(len(e["returns"][args.world]) for e in chosen)
+    span = f"step {end:,}" if len(chosen) == 1 else f"steps {chosen[0]['step']:,}-{end:,}"
+    table = Table(title=f"{args.run}, {span}: return against each draw, {n} episodes in {args.world!r}")
+    for col in ("parameter", "drawn", "rank corr.", "low third", "middle", "high third"):
+        table.add_column(col, justify="left" if col == "parameter" else "right")
+    for r in rows[: args.top]:
+        table.add_row(r.param, f"{r.low:.3g}-{r.high:.3g}", f"{r.rho:+.2f}", *(f"{t:,.0f}" for t in r.thirds))
+    console().print(table)
+    print("rank corr.: Spearman's, of the draw with the episode return; the thirds: mean return of the episodes "
+          "with the lowest, middle and highest draws of that parameter")
 
 
 def _cmd_transfer(args: argparse.Namespace) -> None:
@@ -471,6 +498,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     help="only evaluations whose --floor-world mean return is at least this")
     se.add_argument("--floor-world", default="nominal", help="the world --floor applies to")
     se.set_defaults(func=_cmd_select)
+
+    fa = sub.add_parser("failures", help="where in the randomisation ranges a run's policy loses its return",
+                        formatter_class=DefaultsFormatter)
+    fa.add_argument("run", help="a pretrain run folder (with evaluations_episodes.jsonl)")
+    fa.add_argument("--step", type=int, default=None, help="the evaluation to look at (default: the last)")
+    fa.add_argument("--last", type=int, default=1, help="pool this many evaluations up to --step (more episodes)")
+    fa.add_argument("--world", default="sim", help="the randomised world whose episodes logged their draws")
+    fa.add_argument("--top", type=int, default=12, help="rows shown, strongest correlation first")
+    fa.set_defaults(func=_cmd_failures)
 
     ev = sub.add_parser("evaluate", help="a policy's return, episode length and distance on target worlds", formatter_class=DefaultsFormatter)
     ev.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")

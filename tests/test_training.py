@@ -87,6 +87,9 @@ def test_median_selection_keeps_every_episode_and_every_evaluated_policy(tmp_pat
     assert [e["step"] for e in log] == rows[:, 0].astype(int).tolist() == [0, 128, 256]
     assert all(len(e["returns"][w]) == len(e["lengths"][w]) == 3 for e in log for w in ("sim", "nominal"))
     assert np.allclose([np.mean(e["returns"]["sim"]) for e in log], rows[:, 1], rtol=1e-5)
+    # The randomised world's draws beside its returns (the nominal world has none): sim2real failures reads them.
+    assert all(len(e["draws"]["sim"]) == 3 and "body_mass/pole" in e["draws"]["sim"][0] for e in log)
+    assert all("nominal" not in e["draws"] for e in log)
     best = json.loads((out / "best.json").read_text())
     medians = {e["step"]: float(np.median(e["returns"]["sim"])) for e in log if e["step"] > 0}
     assert best["selection"] == {"world": "sim", "stat": "median", "value": max(medians.values())}

@@ -60,8 +60,9 @@ class EvalCallback(BaseCallback):
     """Evaluate on named worlds every ``every`` steps, with the training normalisation frozen.
 
     Logs ``eval/<world>/mean_return`` (x = steps) and appends to ``evaluations.csv`` (the means) and
-    ``evaluations_episodes.jsonl`` (every episode's return and length, so another statistic or selection rule can
-    be computed afterwards). With worlds ``nominal`` and a target, also logs ``eval/sim_to_real_gap``.
+    ``evaluations_episodes.jsonl`` (every episode's return and length, in the randomised sim also its draws: another
+    rule can be computed afterwards, and ``sim2real failures`` reads where the policy falls). With worlds
+    ``nominal`` and a target, also logs ``eval/sim_to_real_gap``.
 
     ``keep_best``: ``best.zip`` is the policy whose first world's ``select_stat`` (mean or median of the episode
     returns) is the highest so far, among evaluations that clear ``best_floor``. ``keep_evaluated``: every
@@ -100,6 +101,7 @@ class EvalCallback(BaseCallback):
         self.eval_costs: list[int] = []  # env steps each evaluation took, all worlds together
         self.last_returns: dict[str, list[float]] = {}
         self.last_lengths: dict[str, list[int]] = {}
+        self.last_draws: dict[str, list[dict[str, float]]] = {}  # worlds that report them: the randomised sim
         self.every = every
         self.episodes = episodes
         self.seed = seed
@@ -180,6 +182,8 @@ class EvalCallback(BaseCallback):
             self.eval_costs[-1] += res.steps
             self.last_returns[world] = [float(r) for r in res.returns]
             self.last_lengths[world] = [int(n) for n in res.lengths]
+            if res.draws is not None:
+                self.last_draws[world] = res.draws
             row[world] = res.mean
             self.logger.record(f"eval/{world}/mean_return", res.mean)
             self.logger.record(f"eval/{world}/std_return", res.std)
@@ -203,7 +207,7 @@ class EvalCallback(BaseCallback):
             f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
         with self.episodes_log.open("a") as f:
             f.write(json.dumps({"step": self.num_timesteps, "returns": self.last_returns,
-                                "lengths": self.last_lengths}) + "\n")
+                                "lengths": self.last_lengths, "draws": self.last_draws}) + "\n")
         self.last = row
         if self.keep_evaluated:
             save_checkpoint(self.model, self.csv.parent / "evaluated", f"step_{self.num_timesteps:09d}")

@@ -24,6 +24,9 @@ class EvalResult:
     # Forward displacement (m) per episode, where the env reports ``info["x_velocity"]`` (Gymnasium's
     # locomotion tasks): tells a policy that hops from one that stands still for the healthy reward.
     distances: list[float] | None = None
+    # Each episode's randomised draws (``info["randomization"]`` at reset), where the world reports them (the
+    # randomised sim): which corner of the ranges an episode was lost in.
+    draws: list[dict[str, float]] | None = None
 
     @property
     def mean(self) -> float:
@@ -68,11 +71,13 @@ def evaluate(
         env = env()
     norm = normalizer(obs_rms)
     dt = float(getattr(env.unwrapped, "dt", 0.0))
-    returns, lengths, distances = [], [], []
+    returns, lengths, distances, draws = [], [], [], []
     has_x = dt > 0
     try:
         for i in range(n_episodes):
-            obs, _ = env.reset(seed=seed + i)
+            obs, reset_info = env.reset(seed=seed + i)
+            if "randomization" in reset_info:
+                draws.append({k: float(v) for k, v in reset_info["randomization"].items()})
             total, length, dist, done = 0.0, 0, 0.0, False
             while not done:
                 action, _ = model.predict(norm(obs), deterministic=deterministic)
@@ -91,4 +96,5 @@ def evaluate(
     finally:
         if owned:
             env.close()
-    return EvalResult(returns=returns, lengths=lengths, distances=distances if has_x else None)
+    return EvalResult(returns=returns, lengths=lengths, distances=distances if has_x else None,
+                      draws=draws if len(draws) == n_episodes else None)

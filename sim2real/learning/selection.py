@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-EPISODES_LOG = "evaluations_episodes.jsonl"  # one line per evaluation: every episode's return and length, per world
+EPISODES_LOG = "evaluations_episodes.jsonl"  # one line per evaluation: each episode's return, length (and draws), per world
 
 # How an evaluation's episode returns rank a checkpoint. The median counts an episode in which the policy falls
 # at once (a hard corner of the ranges) as one bad episode, not by how far it pulls the mean down.
