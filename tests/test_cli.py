@@ -41,6 +41,8 @@ def test_envs_task_shows_parameters_and_worlds():
     out = run("envs", "hopper").stdout
     assert "body_mass" in out and "torso" in out and "3.665" in out
     assert "very_heavy_torso" in out and "3.665 -> 6.231" in out
+    # MuJoCo takes the larger of two geoms' frictions: per-geom draws bias the contact's; the table says so.
+    assert "max of two draws" in " ".join(out.split())
 
 
 def test_envs_task_says_how_episodes_are_chosen_and_what_the_sim_rewards(tmp_path):
