@@ -84,7 +84,12 @@ def _cmd_failures(args: argparse.Namespace) -> None:
     from sim2real.learning.failures import sensitivities
     from sim2real.learning.selection import read_episode_log
 
-    log = read_episode_log(args.run)
+    if args.run.endswith(".json"):  # sim2real evaluate --targets sim --json FILE: one evaluation
+        worlds = json.loads(open(args.run).read())["worlds"]
+        log = [{"step": 0, "returns": {w: r["returns"] for w, r in worlds.items()},
+                "draws": {w: r["draws"] for w, r in worlds.items() if r.get("draws")}}]
+    else:
+        log = read_episode_log(args.run)
     if not log:
         raise UserError(f"{args.run}: no evaluation logged yet")
     steps = [e["step"] for e in log]
@@ -94,8 +99,9 @@ def _cmd_failures(args: argparse.Namespace) -> None:
     chosen = [e for e in log if e["step"] <= end][-args.last:]
     rows = sensitivities(chosen, args.world)
     n = sum(len(e["returns"][args.world]) for e in chosen)
-    span = f"step {end:,}" if len(chosen) == 1 else f"steps {chosen[0]['step']:,}-{end:,}"
-    table = Table(title=f"{args.run}, {span}: return against each draw, {n} episodes in {args.world!r}")
+    span = ("" if args.run.endswith(".json") else f", step {end:,}" if len(chosen) == 1
+            else f", steps {chosen[0]['step']:,}-{end:,}")
+    table = Table(title=f"{args.run}{span}: return against each draw, {n} episodes in {args.world!r}")
     for col in ("parameter", "drawn", "rank corr.", "low third", "middle", "high third"):
         table.add_column(col, justify="left" if col == "parameter" else "right")
     for r in rows[: args.top]:
@@ -330,8 +336,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes}: must be at least 1")
     pre, spec, model = load_for_evaluation(args.policy, args.task)
+    from sim2real.worlds.make import EnvFactory, make_sim_env
+
+    def world_env(world: str):
+        if world == "sim" and "sim" not in spec.targets:  # the randomised training world: its draws are kept
+            return EnvFactory(make_sim_env, spec, True)
+        return resolve_target(spec, world, args.import_module)
+
     results = {
-        world: evaluate(model, WithInputs(resolve_target(spec, world, args.import_module), pre.inputs), args.episodes,
+        world: evaluate(model, WithInputs(world_env(world), pre.inputs), args.episodes,
                         obs_rms=pre.obs_rms, seed=args.seed, deterministic=not args.stochastic)
         for world in args.targets or list(spec.targets)
     }
@@ -501,7 +514,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     fa = sub.add_parser("failures", help="where in the randomisation ranges a run's policy loses its return",
                         formatter_class=DefaultsFormatter)
-    fa.add_argument("run", help="a pretrain run folder (with evaluations_episodes.jsonl)")
+    fa.add_argument("run", help="a pretrain run folder (with evaluations_episodes.jsonl), or the --json of "
+                                "sim2real evaluate POLICY --targets sim")
     fa.add_argument("--step", type=int, default=None, help="the evaluation to look at (default: the last)")
     fa.add_argument("--last", type=int, default=1, help="pool this many evaluations up to --step (more episodes)")
     fa.add_argument("--world", default="sim", help="the randomised world whose episodes logged their draws")
@@ -511,7 +525,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="a policy's return, episode length and distance on target worlds", formatter_class=DefaultsFormatter)
     ev.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")
     ev.add_argument("--targets", nargs="+", default=None,
-                    help="target worlds, Gymnasium ids (with --import) or module:Factory (default: every world of the task)")
+                    help="target worlds, sim (the randomised training world: each episode's draws go to --json, "
+                         "for sim2real failures), Gymnasium ids (with --import) or module:Factory (default: every "
+                         "world of the task)")
     ev.add_argument("--task", default=None,
                     help="the task of a plain SB3 model .zip or RL Zoo run folder (a sim2real policy knows its own)")
     ev.add_argument("--episodes", type=int, default=10, help="episodes per world")

@@ -51,3 +51,15 @@ def test_failures_pools_evaluations_up_to_a_step(tmp_path, capsys):
     assert "steps 100-200" in out and "60 episodes" in out and "body_mass/torso" in out
     assert main(["failures", str(tmp_path), "--step", "250"]) == 2
     assert "not an evaluated step" in capsys.readouterr().err
+
+
+def test_a_policy_evaluated_in_the_randomised_sim_keeps_its_draws_for_failures(tiny_pretrained, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(tiny_pretrained), "--targets", "sim", "nominal", "--episodes", "4",
+                 "--json", str(out)]) == 0
+    worlds = json.loads(out.read_text())["worlds"]
+    assert len(worlds["sim"]["draws"]) == 4 and "body_mass/pole" in worlds["sim"]["draws"][0]
+    assert worlds["nominal"]["draws"] is None  # a fixed world has nothing drawn
+    capsys.readouterr()
+    assert main(["failures", str(out)]) == 0
+    assert "4 episodes in 'sim'" in capsys.readouterr().out
