@@ -182,8 +182,8 @@ class EvalCallback(BaseCallback):
             self.eval_costs[-1] += res.steps
             self.last_returns[world] = [float(r) for r in res.returns]
             self.last_lengths[world] = [int(n) for n in res.lengths]
-            if res.draws is not None:
-                self.last_draws[world] = res.draws
+            if res.draws is not None:  # 6 significant digits: a range's draw needs no more, and the log stays small
+                self.last_draws[world] = [{k: float(f"{v:.6g}") for k, v in d.items()} for d in res.draws]
             row[world] = res.mean
             self.logger.record(f"eval/{world}/mean_return", res.mean)
             self.logger.record(f"eval/{world}/std_return", res.std)
