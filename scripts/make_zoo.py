@@ -176,7 +176,9 @@ def write_card(entry: Path, task: str, randomize: bool, returns: dict, measured:
         export_cmd += f" --checkpoint {exp['checkpoint'].removesuffix('.zip')}"
     # best.zip is picked on the world best.json names first: the randomised sim for a DR run, else the nominal sim.
     best = ROOT / exp["source_run"] / "best.json"
-    picked_on = next((k for k in json.loads(best.read_text()) if k != "step"), "nominal") if best.exists() else "nominal"
+    record = json.loads(best.read_text()) if best.exists() else {}
+    # best.json names its rule; older ones list the worlds with the selection world first.
+    picked_on = record.get("selection", {}).get("world") or next((k for k in record if k != "step"), "nominal")
     where = "the randomised training worlds" if picked_on == "sim" else f"the {picked_on} sim"
     floor = run["config"].get("select_floor")
     among = f" among those whose nominal return cleared {floor:,.0f} (--select-floor)" if floor is not None else ""

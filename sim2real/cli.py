@@ -51,6 +51,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 def _cmd_select(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    import numpy as np
     from rich.table import Table
 
     from sim2real.learning.selection import Rule, pick, read_episode_log
@@ -67,25 +68,33 @@ def _cmd_select(args: argparse.Namespace) -> None:
         table.add_column(f"{world} mean", justify="right")
     table.add_column("")
     for e in log:
-        means = [f"{sum(e['returns'][w]) / len(e['returns'][w]):,.0f}" for w in worlds]
+        means = [f"{np.mean(e['returns'][w]):,.0f}" for w in worlds]
         mark = "◀ pick" if e is chosen else ("" if rule.admits(e) else "below floor" if e["step"] > 0 else "start")
         table.add_row(f"{e['step']:,}", f"{rule.value(e):,.0f}", *means, mark)
     console().print(table)
     if chosen is None:
-        raise UserError(f"no evaluation of {args.run} clears {rule.floor_world} >= {rule.floor}")
+        if rule.floor is None:
+            raise UserError(f"{args.run}: no trained evaluation logged yet (step 0 is the starting point)")
+        raise UserError(f"no evaluation of {args.run} clears {rule.floor_world} >= {rule.floor:g}")
     kept = Path(args.run) / "evaluated" / f"step_{chosen['step']:09d}.zip"
     print(f"pick: step {chosen['step']:,} ({rule.stat} {rule.value(chosen):,.1f}); policy: "
           + (str(kept) if kept.exists() else "not kept (pretrain --keep-evaluated keeps every evaluated policy)"))
 
 
 def _cmd_failures(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from rich.table import Table
 
-    from sim2real.learning.failures import sensitivities
+    from sim2real.learning.failures import episodes_with_draws, sensitivities
     from sim2real.learning.selection import read_episode_log
 
+    if args.last < 1:
+        raise UserError(f"--last {args.last}: must be at least 1")
     if args.run.endswith(".json"):  # sim2real evaluate --targets sim --json FILE: one evaluation
-        worlds = json.loads(open(args.run).read())["worlds"]
+        if not Path(args.run).exists():
+            raise UserError(f"{args.run}: missing (write it with sim2real evaluate POLICY --targets sim --json FILE)")
+        worlds = json.loads(Path(args.run).read_text())["worlds"]
         log = [{"step": 0, "returns": {w: r["returns"] for w, r in worlds.items()},
                 "draws": {w: r["draws"] for w, r in worlds.items() if r.get("draws")}}]
     else:
@@ -98,7 +107,7 @@ def _cmd_failures(args: argparse.Namespace) -> None:
         raise UserError(f"--step {end}: not an evaluated step of {args.run}; evaluated: {', '.join(map(str, steps))}")
     chosen = [e for e in log if e["step"] <= end][-args.last:]
     rows = sensitivities(chosen, args.world)
-    n = sum(len(e["returns"][args.world]) for e in chosen)
+    n = episodes_with_draws(chosen, args.world)
     span = ("" if args.run.endswith(".json") else f", step {end:,}" if len(chosen) == 1
             else f", steps {chosen[0]['step']:,}-{end:,}")
     table = Table(title=f"{args.run}{span}: return against each draw, {n} episodes in {args.world!r}")
@@ -525,7 +534,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="a policy's return, episode length and distance on target worlds", formatter_class=DefaultsFormatter)
     ev.add_argument("policy", help="a pretrain or transfer run folder, its model .zip, or a policies/ zoo entry")
     ev.add_argument("--targets", nargs="+", default=None,
-                    help="target worlds, sim (the randomised training world: each episode's draws go to --json, "
+                    help="target worlds, sim (the task's randomised sim world: each episode's draws go to --json, "
                          "for sim2real failures), Gymnasium ids (with --import) or module:Factory (default: every "
                          "world of the task)")
     ev.add_argument("--task", default=None,

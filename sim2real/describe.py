@@ -84,13 +84,14 @@ def describe_task(task: str) -> None:
                 shown = f"{v[0]:g} .. {v[1]:g}" if isinstance(v, (list, tuple)) else f"{v:g}"
                 t.add_row("effect", f"{name}{'.' + sub if sub else ''}", "-", "per episode", shown, "uniform", shown)
     console.print(t)
-    for p in spec.randomization.params:
-        if p.field == "geom_friction" and not p.shared and len(physics.resolve(p.field, p.names)[0]) > 1:
-            # MuJoCo's contact uses the larger of the two geoms' frictions: independent draws per geom make a
-            # contact's scale the max of two draws, so a world that scales every geom down sits in its tail.
-            console.print("geom_friction is drawn per geom; a contact takes the larger of its two geoms' frictions, "
-                          "so the floor-foot contact's scale is the max of two draws and a world that makes every "
-                          "geom more slippery lies in the tail of what training sees (shared: true: one draw for all)")
+    if any(p.field == "geom_friction" and not p.shared and len(physics.resolve(p.field, p.names)[0]) > 1
+           for p in spec.randomization.params):
+        # MuJoCo's contact uses the larger of the two geoms' frictions: independent draws per geom make a
+        # contact's scale the max of two draws, so a world that scales every geom down sits in its tail.
+        console.print("geom_friction is drawn per geom; a contact takes the larger of its two geoms' frictions, "
+                      "so where both geoms are drawn, the contact's scale is the max of two draws and a world that "
+                      "makes every geom more slippery lies in the tail of what training sees (shared: true: one "
+                      "draw for all)")
     r = spec.randomization
     if r.sampling is not None:
         sa = r.sampling

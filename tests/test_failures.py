@@ -51,6 +51,18 @@ def test_failures_pools_evaluations_up_to_a_step(tmp_path, capsys):
     assert "steps 100-200" in out and "60 episodes" in out and "body_mass/torso" in out
     assert main(["failures", str(tmp_path), "--step", "250"]) == 2
     assert "not an evaluated step" in capsys.readouterr().err
+    assert main(["failures", str(tmp_path), "--last", "0"]) == 2
+    assert "--last 0: must be at least 1" in capsys.readouterr().err
+    assert main(["failures", str(tmp_path / "missing.json")]) == 2
+    assert "sim2real evaluate POLICY --targets sim --json" in capsys.readouterr().err
+
+
+def test_evaluations_that_drew_different_parameters_pool_on_the_ones_they_share():
+    rng = np.random.default_rng(2)
+    old, new = evaluation(100, rng), evaluation(200, rng)
+    for d in old["draws"]["sim"]:
+        del d["effects/obs_noise_std"]  # a spec change between them
+    assert {r.param for r in sensitivities([old, new])} == {"body_mass/torso", "effects/action_delay"}
 
 
 def test_a_policy_evaluated_in_the_randomised_sim_keeps_its_draws_for_failures(tiny_pretrained, tmp_path, capsys):

@@ -54,6 +54,9 @@ def test_the_log_keeps_the_last_measurement_of_a_step_and_names_a_broken_line(tm
     (tmp_path / EPISODES_LOG).write_text(lines[0] + "\n{\"step\": 2")
     with pytest.raises(ValueError, match=r"line 2: not JSON.*delete that line"):
         read_episode_log(tmp_path)
+    (tmp_path / EPISODES_LOG).write_text('{"step": 2}\n')
+    with pytest.raises(ValueError, match="line 1: an evaluation record needs 'step' and 'returns'"):
+        read_episode_log(tmp_path)
     with pytest.raises(FileNotFoundError, match="evaluations_episodes.jsonl: missing"):
         read_episode_log(tmp_path / "nowhere")
 
@@ -69,4 +72,7 @@ def test_select_prints_the_table_and_the_kept_policy(tmp_path, capsys):
     assert main(["select", str(tmp_path), "--stat", "median", "--floor", "1928"]) == 0
     assert "evaluated/step_000100000.zip" in capsys.readouterr().out
     assert main(["select", str(tmp_path), "--floor", "1e9"]) == 2
-    assert "no evaluation" in capsys.readouterr().err
+    assert "no evaluation of" in capsys.readouterr().err
+    (tmp_path / EPISODES_LOG).write_text(json.dumps(LOG[0]) + "\n")
+    assert main(["select", str(tmp_path)]) == 2
+    assert "no trained evaluation logged yet" in capsys.readouterr().err

@@ -55,15 +55,33 @@ def test_killed_run_resumes_to_the_same_total_and_tensorboard_run(tmp_path):
     # The best checkpoint so far must survive a resume whose evaluations do not beat it.
     best = json.loads((out / "best.json").read_text())
     # best.zip is picked on the first evaluated world (sim for a randomised run): unbeatable on every world.
-    unbeatable = {**best, **{w: 1e9 for w in best if w not in ("step", "selection")}}
-    unbeatable["selection"] = {**best["selection"], "value": 1e9}
-    (out / "best.json").write_text(json.dumps(unbeatable))
+    # Only the rule's value is unbeatable: the means stay as measured, so reading them instead would fail here.
+    (out / "best.json").write_text(json.dumps({**best, "selection": {**best["selection"], "value": 1e9}}))
     best_zip = (out / "best.zip").read_bytes()
     pretrain(cfg(), out=out, resume=True)
     assert PPO.load(out / "model.zip").num_timesteps == 256
     assert sorted(p.name for p in (out / "tb").iterdir()) == ["layout", "pretrain_1"]  # no second run
     assert (out / "best.zip").read_bytes() == best_zip
-    assert json.loads((out / "best.json").read_text())["nominal"] == 1e9
+    assert json.loads((out / "best.json").read_text())["selection"]["value"] == 1e9
+
+
+def test_a_resume_keeps_the_selection_rule_and_reads_an_older_best_json_as_the_mean(tmp_path):
+    from dataclasses import replace
+
+    out = tmp_path / "run"
+    pretrain(cfg(), out=out)
+    (out / "model.zip").unlink()
+    for f in (out / "checkpoints").glob("step_000000256*"):
+        f.unlink()
+    with pytest.raises(ValueError, match="--select-stat median: .*run.json was started with --select-stat mean"):
+        pretrain(replace(cfg(), select_stat="median"), out=out, resume=True)
+    # A best.json written before the rule was recorded: its first world's mean is the value to beat.
+    best = json.loads((out / "best.json").read_text())
+    del best["selection"]
+    (out / "best.json").write_text(json.dumps({**best, "sim": 1e9}))
+    best_zip = (out / "best.zip").read_bytes()
+    pretrain(cfg(), out=out, resume=True)
+    assert (out / "best.zip").read_bytes() == best_zip
 
 
 def test_select_floor_keeps_best_only_among_evaluations_that_clear_the_nominal_return(tmp_path):
@@ -115,6 +133,19 @@ def test_resume_moves_the_per_episode_log_past_the_checkpoint_aside(tmp_path):
     assert steps == [0, 128, 256]  # 256 measured again, once
     aside = (out / "evaluations_episodes.superseded.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in aside] == [256]
+
+
+def test_a_line_torn_by_a_kill_is_set_aside_on_resume(tmp_path):
+    out = tmp_path / "run"
+    pretrain(cfg(), out=out)
+    (out / "model.zip").unlink()
+    for f in (out / "checkpoints").glob("step_000000256*"):
+        f.unlink()
+    log = out / "evaluations_episodes.jsonl"
+    log.write_text(log.read_text() + '{"step": 384, "retu')  # killed while writing
+    pretrain(cfg(), out=out, resume=True)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [0, 128, 256]
+    assert (out / "evaluations_episodes.superseded.jsonl").read_text().splitlines()[-1] == '{"step": 384, "retu'
 
 
 SAC_TINY = {"learning_starts": 32, "batch_size": 16, "policy_kwargs": {"net_arch": [16, 16]}}
@@ -194,9 +225,11 @@ def test_finished_run_is_not_overwritten(tiny_pretrained):
 
 def test_off_policy_checkpoints_carry_the_replay_buffer(tmp_path):
     sac = PretrainConfig(task=str(DATA / "pendulum_norm.yaml"), algo="sac", steps=128, eval_every=128, eval_episodes=1,
-                         checkpoint_every=64, overrides=SAC_TINY)
+                         checkpoint_every=64, overrides=SAC_TINY, keep_evaluated=True)
     out = pretrain(sac, out=tmp_path / "sac")
     assert list((out / "checkpoints").glob("step_*_replay_buffer.npz"))
+    # A policy kept to be evaluated needs no buffer: a buffer per evaluation would grow with the run twice over.
+    assert list((out / "evaluated").glob("step_*.zip")) and not list((out / "evaluated").glob("*replay_buffer*"))
     (out / "model.zip").unlink()
     for f in (out / "checkpoints").glob("step_000000128*"):
         f.unlink()

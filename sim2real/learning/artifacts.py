@@ -143,8 +143,17 @@ def _supersede_jsonl(path: Path, after: int) -> None:
     if not path.exists():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in lines if json.loads(line)["step"] <= after]
-    gone = [line for line in lines if json.loads(line)["step"] > after]
+    keep, gone = [], []
+    for n, line in enumerate(lines, 1):
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if n < len(lines):
+                raise ValueError(f"{path}, line {n}: not an evaluation record; only a kill can break a line, "
+                                 "and only the last one") from None
+            gone.append(line)  # the kill's torn last line: set aside with the rest
+            continue
+        (keep if step <= after else gone).append(line)
     if gone:
         with path.with_name(path.stem + ".superseded.jsonl").open("a") as f:
             f.write("\n".join(gone) + "\n")
@@ -225,9 +234,10 @@ class CheckpointFiles:
 
 
 def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", resumable: bool = False,
-                    restart_seed: int | None = None) -> None:
+                    restart_seed: int | None = None, replay_buffer: bool = True) -> None:
     """Model, normalisation statistics and (off-policy) replay buffer: one checkpoint, complete or absent.
 
+    ``replay_buffer=False`` leaves an off-policy model's buffer out (a policy kept to be evaluated, not resumed).
     With ``resumable``, also the training state a bit-identical resume needs (:func:`capture_training_state`):
     the batched world hands over its state; Gymnasium envs keep theirs inside their wrappers, so with
     ``restart_seed`` the run restarts its episodes from that seed right after the checkpoint
@@ -260,7 +270,7 @@ def save_checkpoint(model: BaseAlgorithm, directory: Path, name: str = "model", 
         write(files.vecnormalize, lambda tmp: venv.save(str(tmp)))
         # The same statistics as plain arrays: loadable without unpickling anything.
         write(files.obs_rms, to_file(lambda f: save_norm_arrays(f, venv)))
-    if getattr(model, "replay_buffer", None) is not None:
+    if replay_buffer and getattr(model, "replay_buffer", None) is not None:
         # The buffer as plain arrays (SB3's save_replay_buffer pickles it): resumable without unpickling.
         write(files.replay_buffer, to_file(lambda f: save_replay_arrays(f, model.replay_buffer)))
     state = capture_training_state(model, restart_seed) if resumable else None

@@ -14,7 +14,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sim2real.learning.artifacts import atomic_write_text, remove_checkpoint, restart_episodes, save_checkpoint
 from sim2real.learning.evaluation import evaluate
-from sim2real.learning.selection import EPISODES_LOG, SELECT_STATS
+from sim2real.learning.selection import EPISODES_LOG, Rule
 from sim2real.progress import Progress
 
 
@@ -83,8 +83,8 @@ class EvalCallback(BaseCallback):
                  best_floor: tuple[str, float] | None = None, select_stat: str = "mean",
                  keep_evaluated: bool = False):
         super().__init__()
-        if select_stat not in SELECT_STATS:
-            raise ValueError(f"select_stat {select_stat!r}: allowed: {', '.join(SELECT_STATS)}")
+        floor_world, floor = best_floor if best_floor is not None else ("nominal", None)
+        self.rule = Rule(world=next(iter(worlds)), stat=select_stat, floor_world=floor_world, floor=floor)
         self.select_stat = select_stat
         self.keep_evaluated = keep_evaluated
         self.best_floor = best_floor  # (world, return): only evaluations at least this good there may be best
@@ -175,6 +175,7 @@ class EvalCallback(BaseCallback):
         for d, _ in pending:
             d.clear()
         first = next(iter(self.worlds))
+        self.last_returns, self.last_lengths, self.last_draws = {}, {}, {}  # this evaluation's, nothing older
         for world in self.worlds:
             with self.phase("eval"):
                 res = evaluate(self.model, self._env(world), self.episodes, obs_rms=obs_rms, seed=self.seed)
@@ -193,7 +194,9 @@ class EvalCallback(BaseCallback):
         targets = [w for w in self.worlds if w not in ("nominal", "sim")]
         if "nominal" in self.worlds and targets:
             self.logger.record("eval/sim_to_real_gap", row["nominal"] - row[targets[0]])
-        selection = SELECT_STATS[self.select_stat](self.last_returns[first])
+        entry = {"step": self.num_timesteps, "returns": self.last_returns, "lengths": self.last_lengths,
+                 "draws": self.last_draws}
+        selection = self.rule.value(entry)
         if self.select_stat != "mean":
             self.logger.record(f"eval/{first}/{self.select_stat}_return", selection)
         self.logger.dump(self.num_timesteps)
@@ -206,15 +209,14 @@ class EvalCallback(BaseCallback):
                 f.write(",".join(row) + "\n")
             f.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
         with self.episodes_log.open("a") as f:
-            f.write(json.dumps({"step": self.num_timesteps, "returns": self.last_returns,
-                                "lengths": self.last_lengths, "draws": self.last_draws}) + "\n")
+            f.write(json.dumps(entry) + "\n")
         self.last = row
         if self.keep_evaluated:
-            save_checkpoint(self.model, self.csv.parent / "evaluated", f"step_{self.num_timesteps:09d}")
-        # Step 0 is the starting point, not a trained policy (with --init-from it is another run's).
-        floor_met = self.best_floor is None or row[self.best_floor[0]] >= self.best_floor[1]
-        if self.keep_best and self.num_timesteps > 0 and floor_met and selection >= self.best:  # ties: the later
-            # PPO on locomotion can collapse late; keep the best policy by the first world's return.
+            save_checkpoint(self.model, self.csv.parent / "evaluated", f"step_{self.num_timesteps:09d}",
+                            replay_buffer=False)
+        # The rule never admits step 0: the starting point, not a trained policy (with --init-from another run's).
+        if self.keep_best and self.rule.admits(entry) and selection >= self.best:  # ties: the later
+            # PPO on locomotion can collapse late; keep the best policy by the rule (the first world's statistic).
             self.best = selection
             save_checkpoint(self.model, self.csv.parent, "best")
             record = {**row, "selection": {"world": first, "stat": self.select_stat, "value": selection}}

@@ -40,6 +40,10 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def episodes_with_draws(evaluations: list[dict], world: str) -> int:
+    return sum(len(e["returns"][world]) for e in evaluations if (e.get("draws") or {}).get(world))
+
+
 def sensitivities(evaluations: list[dict], world: str = "sim") -> list[Sensitivity]:
     """Each randomised parameter's relation to the return, over the episodes of ``evaluations`` in ``world``.
 
@@ -53,11 +57,13 @@ def sensitivities(evaluations: list[dict], world: str = "sim") -> list[Sensitivi
         returns += e["returns"][world]
         draws += episode_draws
     if len(draws) < 3:
-        raise ValueError(f"fewer than 3 episodes in {world!r} with their draws logged (runs log them since "
-                         f"session 16, for worlds that report info['randomization'])")
+        raise ValueError(f"fewer than 3 episodes in {world!r} with their draws logged (only a randomised world, "
+                         f"one that reports info['randomization'] at reset, has draws)")
     y = np.asarray(returns, dtype=float)
     out = []
-    for param in draws[0]:
+    # Evaluations pooled across a change of the spec may draw different parameters: those all of them drew.
+    params = [p for p in draws[0] if all(p in d for d in draws)]
+    for param in params:
         x = np.asarray([d[param] for d in draws], dtype=float)
         order = np.argsort(x, kind="mergesort")
         parts = np.array_split(order, 3)

@@ -42,6 +42,7 @@ from sim2real.learning.callbacks import (
 )
 from sim2real.learning.envs import BatchedVecEnv, make_vec_env
 from sim2real.learning.loading import load_pretrained
+from sim2real.learning.selection import SELECT_STATS
 from sim2real.options import option
 from sim2real.spec import PolicyInputs, load_spec
 from sim2real.worlds.batched import BatchedWorld, unsupported_reason
@@ -77,9 +78,9 @@ class PretrainConfig:
     select_stat: str = option("mean", "statistic of the selection world's episode returns that picks best.zip: mean, "
                                       "or median (an episode lost at once in a hard corner of the ranges counts "
                                       "as one bad episode, not by how far it pulls the mean down)",
-                              choices=("mean", "median"))
-    keep_evaluated: bool = option(False, "keep every evaluated policy in evaluated/ (small for MLPs), so a "
-                                         "selection rule fixed later can be applied to the whole run")
+                              choices=tuple(SELECT_STATS))
+    keep_evaluated: bool = option(False, "keep every evaluated policy in evaluated/ (weights and statistics, no "
+                                         "replay buffer), so a selection rule fixed later can be applied to the run")
     eval_every: int | None = option(None, "steps between evaluations (default: 1/50 of the run)")
     eval_episodes: int = option(5, "episodes per evaluation; more makes the kept best checkpoint less of a lucky draw")
     checkpoint_every: int = option(50_000, "steps between checkpoints")
@@ -91,8 +92,8 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.select_on not in (None, "sim", "nominal"):
             raise ValueError(f"--select-on {self.select_on!r}: allowed: sim, nominal")
-        if self.select_stat not in ("mean", "median"):
-            raise ValueError(f"--select-stat {self.select_stat!r}: allowed: mean, median")
+        if self.select_stat not in SELECT_STATS:
+            raise ValueError(f"--select-stat {self.select_stat!r}: allowed: {', '.join(SELECT_STATS)}")
         if self.stepper not in ("auto", "batch", "gym"):
             raise ValueError(f"--stepper {self.stepper!r}: allowed: auto, batch, gym")
         for name in ("steps", "n_envs", "eval_every", "checkpoint_every", "eval_episodes", "threads", "sim_threads"):
@@ -294,6 +295,17 @@ def _stepper(cfg: PretrainConfig, spec, n_envs: int) -> str:
     return "gym"
 
 
+def _check_same_selection(cfg: PretrainConfig, run_dir: Path) -> None:
+    """A resumed run compares new evaluations with best.json's value: only under the rule that chose it."""
+    started = json.loads((run_dir / "run.json").read_text())["config"]
+    for name in ("select_on", "select_stat", "select_floor"):
+        was, now = started.get(name, "mean" if name == "select_stat" else None), getattr(cfg, name)
+        if was != now:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} {now}: {run_dir / 'run.json'} was started with {flag} {was}; resume it with "
+                             "the same selection rule (best.zip so far was chosen by it)")
+
+
 def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run_dir: Path, checkpoint,
               resume: bool) -> Path:
     set_threads(cfg.threads)
@@ -308,6 +320,7 @@ def _pretrain(cfg: PretrainConfig, spec, algo: str, total: int, n_envs: int, run
                              "resume it with that one (or leave --stepper at auto)")
         stepper = recorded
         check_sampling(cfg, spec, stepper, n_envs)  # a run started on Gymnasium envs before the spec had sampling
+        _check_same_selection(cfg, run_dir)
     config = {**asdict(cfg), "algo": algo, "steps": total, "n_envs": n_envs, "stepper": stepper, "spec": spec.model_dump()}
     if not resume:
         write_run_info(run_dir, config)

@@ -55,8 +55,8 @@ def read_episode_log(run_dir: str | Path) -> list[dict]:
     """A run's evaluations in step order (``{"step", "returns": {world: [...]}, "lengths": {...}}``)."""
     path = Path(run_dir) / EPISODES_LOG
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; runs log every evaluation's episodes there since session 16 "
-                                f"(older runs have only evaluations.csv, the means)")
+        raise FileNotFoundError(f"{path}: missing; a pretrain run logs every evaluation's episodes there (runs made "
+                                f"before that log existed have only evaluations.csv, the means)")
     by_step: dict[int, dict] = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -66,6 +66,8 @@ def read_episode_log(run_dir: str | Path) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}, line {n}: not JSON ({exc.msg}); a run killed mid-write leaves at most "
                              f"its last line broken: delete that line") from None
+        if not isinstance(entry, dict) or not {"step", "returns"} <= set(entry):
+            raise ValueError(f"{path}, line {n}: an evaluation record needs 'step' and 'returns'")
         by_step[entry["step"]] = entry  # a resumed run moves re-measured steps aside; the last one counts
     return [by_step[s] for s in sorted(by_step)]
 
