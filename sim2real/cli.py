@@ -86,7 +86,7 @@ def _cmd_failures(args: argparse.Namespace) -> None:
 
     from rich.table import Table
 
-    from sim2real.learning.failures import episodes_with_draws, sensitivities
+    from sim2real.learning.failures import episodes_with_draws, noise_level, sensitivities
     from sim2real.learning.selection import read_episode_log
 
     if args.last < 1:
@@ -107,7 +107,7 @@ def _cmd_failures(args: argparse.Namespace) -> None:
         raise UserError(f"--step {end}: not an evaluated step of {args.run}; evaluated: {', '.join(map(str, steps))}")
     chosen = [e for e in log if e["step"] <= end][-args.last:]
     rows = sensitivities(chosen, args.world)
-    n = episodes_with_draws(chosen, args.world)
+    n, distinct = episodes_with_draws(chosen, args.world)
     span = ("" if args.run.endswith(".json") else f", step {end:,}" if len(chosen) == 1
             else f", steps {chosen[0]['step']:,}-{end:,}")
     table = Table(title=f"{args.run}{span}: return against each draw, {n} episodes in {args.world!r}")
@@ -116,8 +116,9 @@ def _cmd_failures(args: argparse.Namespace) -> None:
     for r in rows[: args.top]:
         table.add_row(r.param, f"{r.low:.3g}-{r.high:.3g}", f"{r.rho:+.2f}", *(f"{t:,.0f}" for t in r.thirds))
     console().print(table)
-    print("rank corr.: Spearman's, of the draw with the episode return; the thirds: mean return of the episodes "
-          "with the lowest, middle and highest draws of that parameter")
+    print(f"rank corr.: Spearman's, of the draw with the episode return, over {distinct} distinct worlds (a run "
+          f"seeds its evaluations alike: pooled ones repeat worlds); below ±{noise_level(distinct):.2f} it is within "
+          "noise. The thirds: mean return of the episodes with the lowest, middle and highest draws")
 
 
 def _cmd_transfer(args: argparse.Namespace) -> None:
@@ -526,7 +527,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     fa.add_argument("run", help="a pretrain run folder (with evaluations_episodes.jsonl), or the --json of "
                                 "sim2real evaluate POLICY --targets sim")
     fa.add_argument("--step", type=int, default=None, help="the evaluation to look at (default: the last)")
-    fa.add_argument("--last", type=int, default=1, help="pool this many evaluations up to --step (more episodes)")
+    fa.add_argument("--last", type=int, default=1, help="pool this many evaluations up to --step (the same worlds "
+                                                        "under successive policies: steadier, not more worlds)")
     fa.add_argument("--world", default="sim", help="the randomised world whose episodes logged their draws")
     fa.add_argument("--top", type=int, default=12, help="rows shown, strongest correlation first")
     fa.set_defaults(func=_cmd_failures)

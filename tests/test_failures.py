@@ -49,6 +49,7 @@ def test_failures_pools_evaluations_up_to_a_step(tmp_path, capsys):
     assert main(["failures", str(tmp_path), "--step", "200", "--last", "2"]) == 0
     out = capsys.readouterr().out
     assert "steps 100-200" in out and "60 episodes" in out and "body_mass/torso" in out
+    assert "over 60 distinct worlds" in " ".join(out.split())
     assert main(["failures", str(tmp_path), "--step", "250"]) == 2
     assert "not an evaluated step" in capsys.readouterr().err
     assert main(["failures", str(tmp_path), "--last", "0"]) == 2

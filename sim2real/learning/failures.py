@@ -40,8 +40,15 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def episodes_with_draws(evaluations: list[dict], world: str) -> int:
-    return sum(len(e["returns"][world]) for e in evaluations if (e.get("draws") or {}).get(world))
+def episodes_with_draws(evaluations: list[dict], world: str) -> tuple[int, int]:
+    """(episodes, distinct worlds among them): a run seeds its evaluations alike, so pooled ones repeat worlds."""
+    draws = [d for e in evaluations for d in (e.get("draws") or {}).get(world) or []]
+    return len(draws), len({tuple(sorted(d.items())) for d in draws})
+
+
+def noise_level(distinct_worlds: int) -> float:
+    """Rank correlations below this are within two standard errors of none (about 1/sqrt(n - 1) each)."""
+    return 2.0 / np.sqrt(max(distinct_worlds - 1, 1))
 
 
 def sensitivities(evaluations: list[dict], world: str = "sim") -> list[Sensitivity]:
