@@ -515,9 +515,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     se = sub.add_parser("select", help="apply a selection rule to a pretraining run's evaluations (which checkpoint is the policy)",
                         formatter_class=DefaultsFormatter)
     se.add_argument("run", help="a pretrain run folder (with evaluations_episodes.jsonl)")
-    se.add_argument("--world", default="sim", help="the world whose episode returns rank the evaluations")
-    se.add_argument("--stat", default="mean", choices=("mean", "median"), help="statistic of those returns")
-    se.add_argument("--floor", type=float, default=None, metavar="RETURN",
+    # pretrain's spellings work too (--select-on, --select-stat, --select-floor): a rule copies over unchanged.
+    se.add_argument("--world", "--select-on", dest="world", default="sim",
+                    help="the world whose episode returns rank the evaluations")
+    se.add_argument("--stat", "--select-stat", dest="stat", default="mean", choices=("mean", "median"),
+                    help="statistic of those returns")
+    se.add_argument("--floor", "--select-floor", dest="floor", type=float, default=None, metavar="RETURN",
                     help="only evaluations whose --floor-world mean return is at least this")
     se.add_argument("--floor-world", default="nominal", help="the world --floor applies to")
     se.set_defaults(func=_cmd_select)

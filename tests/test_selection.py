@@ -69,7 +69,7 @@ def test_select_prints_the_table_and_the_kept_policy(tmp_path, capsys):
     assert "pick: step 100,000 (median 1,000.0)" in out and "not kept" in out
     (tmp_path / "evaluated").mkdir()
     (tmp_path / "evaluated" / "step_000100000.zip").write_bytes(b"")
-    assert main(["select", str(tmp_path), "--stat", "median", "--floor", "1928"]) == 0
+    assert main(["select", str(tmp_path), "--select-stat", "median", "--select-floor", "1928"]) == 0  # pretrain's
     assert "evaluated/step_000100000.zip" in capsys.readouterr().out
     assert main(["select", str(tmp_path), "--floor", "1e9"]) == 2
     assert "no evaluation of" in capsys.readouterr().err
